@@ -1,0 +1,76 @@
+"""What a training run leaves in `model_dir`, and how evaluation and export read it back.
+
+`model_dir/generator.json` holds the generator's Keras config, its class set and input size;
+the checkpoints (`tf.train.CheckpointManager` prefix `ckpt`) hold the generator under the
+name `generator` next to the discriminators, optimisers and step.
+"""
+
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from tfdaseg.utils.files import atomic_write_json, read_json
+
+GENERATOR_SPEC = "generator.json"
+
+
+def write_generator_spec(model_dir: str, generator: keras.Model, class_set: str,
+                         input_size: tuple[int, int]) -> None:
+  """Records how to rebuild the generator of a run.
+
+  Args:
+    model_dir: The run's folder.
+    generator: The generator being trained.
+    class_set: Name of the class set it predicts (labels.CLASS_SETS).
+    input_size: (width, height) of the target-domain input it is trained at.
+  """
+  tf.io.gfile.makedirs(model_dir)
+  atomic_write_json(os.path.join(model_dir, GENERATOR_SPEC), {
+      "model": keras.saving.serialize_keras_object(generator),
+      "class_set": str(class_set),
+      "input_size": list(input_size),
+  })
+
+
+def read_generator_spec(model_dir: str) -> dict:
+  """Returns the spec written by `write_generator_spec`."""
+  return read_json(os.path.join(model_dir, GENERATOR_SPEC))
+
+
+def list_checkpoints(model_dir: str) -> list[tuple[int, str]]:
+  """Returns (step, checkpoint prefix) of every checkpoint in `model_dir`, by step."""
+  state = tf.train.get_checkpoint_state(model_dir)
+  if state is None:
+    return []
+  found = []
+  for path in state.all_model_checkpoint_paths:
+    match = re.search(r"-(\d+)$", path)
+    if match:
+      found.append((int(match.group(1)), path))
+  return sorted(found)
+
+
+def restore_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras.Model, dict]:
+  """Rebuilds a run's generator and loads its weights.
+
+  Args:
+    model_dir: The run's folder.
+    checkpoint: A checkpoint prefix; the latest one in `model_dir` when None.
+
+  Returns:
+    (generator, spec) where spec is the dict of `read_generator_spec`.
+
+  Raises:
+    FileNotFoundError: when `model_dir` has no spec or no checkpoint.
+  """
+  import tfdaseg.models  # noqa: F401  (registers the layers the config names)
+
+  spec = read_generator_spec(model_dir)
+  generator = keras.saving.deserialize_keras_object(spec["model"])
+  path = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if path is None:
+    raise FileNotFoundError(f"{model_dir}: no checkpoint to restore")
+  tf.train.Checkpoint(generator=generator).restore(path).expect_partial()
+  return generator, spec
