@@ -1,0 +1,141 @@
+"""Export: the SavedModel serves in a process without tfdaseg; .keras and TFLite round-trip."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import evaluation as helpers
+from tfdaseg.data import labels
+from tfdaseg.evaluation import inference, loading
+from tfdaseg.export import cli, exporter
+
+# Runs in a fresh interpreter outside the repository: only TensorFlow, never tfdaseg.
+_SERVE_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+module = tf.saved_model.load(sys.argv[1])
+images = np.load(sys.argv[2])
+out = module.signatures["serving_default"](images=tf.constant(images))
+print(json.dumps({
+    "labels": out["labels"].numpy().tolist(),
+    "labels_dtype": out["labels"].dtype.name,
+    "probabilities_shape": list(out["probabilities"].shape),
+    "probability_sums": out["probabilities"].numpy().sum(-1).ravel()[:50].tolist(),
+    "class_names": [n.decode() for n in module.class_names().numpy()],
+    "palette": module.palette().numpy().tolist(),
+    "input_size": module.input_size().numpy().tolist(),
+    "tfdaseg_imported": any(m.split(".")[0] == "tfdaseg" for m in sys.modules),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp("run"))
+  helpers.make_model_dir(model_dir, steps=(3,))
+  return loading.load_model("model_dir", model_dir)
+
+
+def _export(model, output, export_format="saved_model", class_set=None, **options):
+  options = inference.InferenceOptions(input_size=model.input_size, **options)
+  request = exporter.ExportRequest(model, class_set or model.class_set, options)
+  return exporter.export_model(request, str(output), export_format)
+
+
+def _in_process_labels(model, images, **options):
+  options = inference.InferenceOptions(input_size=model.input_size, **options)
+  return inference.segment_images(model.forward, tf.constant(images), options)["labels"].numpy()
+
+
+def test_saved_model_serves_without_tfdaseg(model, tmp_path):
+  output = _export(model, tmp_path / "export")
+  # A size unlike the model's input size: the export resizes in and out itself.
+  images = helpers.random_images(2, height=40, width=72)
+  np.save(tmp_path / "images.npy", images)
+  result = subprocess.run(
+      [sys.executable, "-c", _SERVE_SCRIPT, output, str(tmp_path / "images.npy")],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+
+  assert not served["tfdaseg_imported"]
+  assert served["labels_dtype"] == "int32"
+  assert served["probabilities_shape"] == [2, 40, 72, helpers.NUM_CLASSES]
+  np.testing.assert_allclose(served["probability_sums"], 1.0, atol=1e-4)
+  assert served["class_names"] == list(labels.CITYSCAPES_CLASSES)
+  assert served["palette"] == [list(c) for c in labels.CITYSCAPES_PALETTE]
+  assert served["input_size"] == list(helpers.INPUT_SIZE)
+  # The export computes exactly what evaluation and prediction compute in process.
+  np.testing.assert_array_equal(np.array(served["labels"]), _in_process_labels(model, images))
+
+
+def test_saved_model_reloads_as_a_model_source(model, tmp_path):
+  output = _export(model, tmp_path / "export", flip=True)
+  reloaded = loading.load_model("saved_model", output)
+  assert reloaded.class_set.name == "19" and reloaded.input_size == helpers.INPUT_SIZE
+  images = tf.constant(helpers.random_images(1), tf.float32) - 100.0
+  np.testing.assert_allclose(reloaded.forward(images)["logits"],
+                             model.forward(images)["logits"], rtol=1e-5, atol=1e-5)
+  metadata = json.loads((tmp_path / "export" / loading.EXPORT_METADATA).read_text())
+  assert metadata["options"]["flip"] is True and metadata["format"] == "saved_model"
+
+
+def test_export_of_a_class_subset_cuts_the_logits(model, tmp_path):
+  sixteen = labels.get_class_set("16")
+  output = _export(model, tmp_path / "export", class_set=sixteen)
+  module = tf.saved_model.load(output)
+  images = helpers.random_images(1)
+  served = module.signatures["serving_default"](images=tf.constant(images))
+  assert served["probabilities"].shape[-1] == sixteen.num_classes
+  channels = labels.subset_indices(sixteen, model.class_set)
+  expected = inference.segment_images(
+      model.forward, tf.constant(images),
+      inference.InferenceOptions(input_size=model.input_size), channels=channels)
+  np.testing.assert_array_equal(served["labels"], expected["labels"])
+
+
+def test_keras_export_round_trips(model, tmp_path):
+  output = _export(model, tmp_path / "export", "keras")
+  reloaded = loading.load_model("model", os.path.join(output, exporter.KERAS_FILE))
+  assert reloaded.class_set.name == "19" and reloaded.input_size == helpers.INPUT_SIZE
+  images = tf.constant(helpers.random_images(1), tf.float32)
+  np.testing.assert_allclose(reloaded.forward(images)["logits"],
+                             model.forward(images)["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_tflite_export_runs_like_the_bilinear_saved_model(model, tmp_path):
+  output = _export(model, tmp_path / "export", "tflite")
+  interpreter = tf.lite.Interpreter(model_path=os.path.join(output, exporter.TFLITE_FILE))
+  runner = interpreter.get_signature_runner("serving_default")
+  images = helpers.random_images(1, height=40, width=72)
+  served = runner(images=images)
+  expected = _in_process_labels(model, images, resize="bilinear")
+  assert served["labels"].shape == (1, 40, 72)
+  # Float kernels differ a little between TFLite and TF: allow rare argmax ties to flip.
+  assert np.mean(served["labels"] == expected) > 0.99
+
+
+def test_export_is_atomic_and_refuses_to_overwrite(model, tmp_path):
+  output = tmp_path / "export"
+  _export(model, output, "keras")
+  with pytest.raises(FileExistsError, match="already exists"):
+    _export(model, output, "keras")
+  assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_cli_exports_and_overwrites(model, tmp_path):
+  output = tmp_path / "export"
+  output.mkdir()
+  (output / "stale.txt").write_text("old")
+  helpers.run_cli(cli.main, ["tfdaseg-export", f"--model_dir={model.model_dir}",
+                            f"--output={output}", "--overwrite", "--input_size=32,16"])
+  assert not (output / "stale.txt").exists()
+  assert tf.saved_model.load(str(output)).input_size().numpy().tolist() == [32, 16]
+  assert sorted(os.listdir(tmp_path)) == ["export"]

@@ -1,0 +1,154 @@
+"""Test helpers for evaluation, export and prediction: a tiny generator, a model_dir, a split.
+
+The stand-in generator honours the generator contract (preprocessed float32 NHWC in, any size;
+a dict out with "logits" at stride 8 and "features"), in a few KB of weights.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tfdaseg.data import schema
+from tfdaseg.training.checkpoints import write_generator_spec
+
+NUM_CLASSES = 19
+# (width, height), as the CLIs take it.
+INPUT_SIZE = (64, 32)
+
+
+def tiny_generator(num_classes: int = NUM_CLASSES, width: int = 8, seed: int = 0) -> keras.Model:
+  """A functional stand-in generator: three stride-2 convs (stride 8), a logits conv.
+
+  Args:
+    num_classes: Channels of "logits".
+    width: Channels of the hidden convs and of "features".
+    seed: Initialiser seed, so two calls give the same weights.
+
+  Returns:
+    The Keras model, built.
+  """
+  images = keras.Input((None, None, 3), dtype="float32", name="images")
+  x = keras.layers.Rescaling(1.0 / 64.0)(images)
+  for i in range(3):
+    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.HeNormal(seed + i))(x)
+  logits = keras.layers.Conv2D(num_classes, 3, padding="same",
+                               kernel_initializer=keras.initializers.HeNormal(seed + 9))(x)
+  return keras.Model(images, {"logits": logits, "features": x}, name="tiny_generator")
+
+
+def make_model_dir(path: str, steps: tuple[int, ...] = (1,), class_set: str = "19",
+                   num_classes: int = NUM_CLASSES) -> keras.Model:
+  """Writes a run folder like training does: generator.json and one checkpoint per step.
+
+  Each step's weights differ (perturbed), so evaluating steps gives different scores.
+
+  Args:
+    path: The model_dir to create.
+    steps: Checkpoint numbers to save.
+    class_set: Recorded class set.
+    num_classes: Its number of classes.
+
+  Returns:
+    The generator holding the last step's weights.
+  """
+  generator = tiny_generator(num_classes)
+  write_generator_spec(path, generator, class_set, INPUT_SIZE)
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), path,
+                                       max_to_keep=len(steps))
+  rng = np.random.default_rng(0)
+  for step in steps:
+    for variable in generator.trainable_variables:
+      variable.assign(variable + rng.normal(0, 0.05, variable.shape).astype(np.float32))
+    manager.save(checkpoint_number=step)
+  return generator
+
+
+def random_images(count: int, height: int = 32, width: int = 64, seed: int = 0) -> np.ndarray:
+  """uint8 [count, height, width, 3] smooth random RGB images (blocks, so predictions vary)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, 256, (count, height // 8, width // 8, 3), dtype=np.uint8)
+  return np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+
+
+def random_labels(count: int, height: int = 32, width: int = 64, num_classes: int = NUM_CLASSES,
+                  ignore_fraction: float = 0.1, seed: int = 1) -> np.ndarray:
+  """uint8 [count, height, width] storage ids in [0, num_classes) with some 255 (ignore)."""
+  rng = np.random.default_rng(seed)
+  label = rng.integers(0, num_classes, (count, height, width)).astype(np.uint8)
+  label[rng.random(label.shape) < ignore_fraction] = 255
+  return label
+
+
+def _png(array: np.ndarray) -> bytes:
+  return tf.io.encode_png(array).numpy()
+
+
+def write_split(output_dir: str, images: np.ndarray, labels: np.ndarray | None = None,
+                name: str = "tiny-val") -> str:
+  """Writes one TFRecord shard of (image, label) records in the tfdaseg schema.
+
+  Args:
+    output_dir: Where to write.
+    images: uint8 [N, H, W, 3].
+    labels: uint8 [N, h, w] storage ids (may be larger than the images), or None (unlabelled).
+    name: "{dataset}-{split}".
+
+  Returns:
+    The shard's file pattern.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, f"{name}-00000-of-00001.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for i, image in enumerate(images):
+      label = None if labels is None else _png(labels[i][..., None])
+      example = schema.make_example(_png(image), "png", image.shape[0], image.shape[1],
+                                    f"image_{i:03d}.png", label_png=label)
+      writer.write(example.SerializeToString())
+  return path
+
+
+def write_image_files(folder: str, images: np.ndarray) -> list[str]:
+  """Saves images as PNG files image_000.png, ...; returns their paths."""
+  os.makedirs(folder, exist_ok=True)
+  paths = []
+  for i, image in enumerate(images):
+    paths.append(os.path.join(folder, f"image_{i:03d}.png"))
+    Image.fromarray(image).save(paths[-1])
+  return paths
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 5.0) -> str:
+  """Writes uint8 RGB frames [N, H, W, 3] as an mp4v video with OpenCV; returns `path`."""
+  import cv2
+
+  height, width = frames.shape[1:3]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+  for frame in frames:
+    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  writer.release()
+  return path
+
+
+def run_cli(main, argv: list[str]):
+  """Parses `argv` into the global absl flags like `app.run`, calls `main`, restores the flags.
+
+  Args:
+    main: The command's `main(argv)`.
+    argv: The command line, program name first.
+
+  Returns:
+    What `main` returns.
+  """
+  from absl import flags
+  from absl.testing import flagsaver
+
+  with flagsaver.flagsaver():
+    remaining = flags.FLAGS(argv)
+    try:
+      return main(remaining)
+    finally:
+      flags.FLAGS.unparse_flags()

@@ -1,0 +1,71 @@
+"""Flags shared by the evaluate, export and predict commands and the tools built on them.
+
+absl flags are process-global, so each name is defined once, here, and the commands import
+this module; `load_model_from_flags` and `inference_options_from_flags` turn them into objects.
+"""
+
+from absl import app, flags
+
+from tfdaseg.data import labels
+from tfdaseg.evaluation.inference import IMAGE_RESIZERS, InferenceOptions
+from tfdaseg.evaluation.loading import MODEL_SOURCES, LoadedModel, load_model
+
+flags.DEFINE_string("model_dir", None, "A training run's folder (generator.json + checkpoints).")
+flags.DEFINE_string("checkpoint", None, "With --model_dir: a checkpoint prefix instead of the "
+                    "latest one.")
+flags.DEFINE_string("model", None, "A .keras generator file.")
+flags.DEFINE_string("saved_model", None, "A SavedModel folder written by tfdaseg-export.")
+flags.DEFINE_string("model_class_set", None, "The class set the model predicts, when its "
+                    "source does not record it (a bare .keras file).")
+flags.DEFINE_enum("class_set", None, list(labels.CLASS_SETS), "The classes to score, serve or "
+                  "draw; default: the model's class set.")
+flags.DEFINE_list("input_size", None, "W,H the model runs at (reference: 1024,512 for "
+                  "Cityscapes); default: the size the model was trained at.")
+flags.DEFINE_list("scales", ["1.0"], "Test-time scales of --input_size; softmax outputs are "
+                  "averaged.")
+flags.DEFINE_bool("flip", False, "Average with horizontally flipped images (test-time "
+                  "augmentation).")
+flags.DEFINE_enum("resize", "bicubic", IMAGE_RESIZERS.names(), "How images are resized to "
+                  "--input_size.")
+flags.DEFINE_string("output", None, "The folder to write.")
+flags.DEFINE_string("output_dir", None, "The folder to write results to.")
+
+FLAGS = flags.FLAGS
+
+
+def _parse_size(values: list[str] | None) -> tuple[int, int] | None:
+  if not values:
+    return None
+  if len(values) != 2:
+    raise app.UsageError(f"--input_size wants W,H, got {','.join(values)}")
+  return int(values[0]), int(values[1])
+
+
+def load_model_from_flags() -> LoadedModel:
+  """Loads the model named by exactly one of --model_dir, --model, --saved_model.
+
+  Raises:
+    app.UsageError: when none or several are given.
+  """
+  given = {name: FLAGS[name].value for name in MODEL_SOURCES if FLAGS[name].value}
+  if len(given) != 1:
+    raise app.UsageError("give exactly one of " +
+                                ", ".join(f"--{name}" for name in MODEL_SOURCES))
+  (source, path), = given.items()
+  return load_model(source, path, checkpoint=FLAGS.checkpoint,
+                    class_set=FLAGS.model_class_set)
+
+
+def inference_options_from_flags(model: LoadedModel) -> InferenceOptions:
+  """--input_size (or the model's), --scales, --flip and --resize as `InferenceOptions`."""
+  return InferenceOptions(
+      input_size=_parse_size(FLAGS.input_size) or model.input_size,
+      scales=tuple(float(s) for s in FLAGS.scales),
+      flip=FLAGS.flip,
+      resize=FLAGS.resize,
+  )
+
+
+def class_set_from_flags(model: LoadedModel) -> labels.ClassSet:
+  """--class_set, or the model's class set."""
+  return labels.get_class_set(FLAGS.class_set) if FLAGS.class_set else model.class_set

@@ -1,0 +1,161 @@
+"""Dense prediction from a generator: resize to the model's input, run, upsample, average.
+
+One code path serves evaluation, prediction and the exported SavedModel, so the three agree
+pixel for pixel. Images are resized to the model's input size like the reference loaders
+(AdaptSegNet cityscapes_dataset.py: PIL BICUBIC to 1024x512), logits are upsampled bilinearly
+with aligned corners to the output size before the softmax (AdaptSegNet pytorch_0.4
+evaluate_cityscapes.py: nn.Upsample(size=(1024, 2048), mode="bilinear", align_corners=True)),
+and test-time augmentation averages the softmax over scales and horizontal flips.
+"""
+
+import dataclasses
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfdaseg.data import labels
+from tfdaseg.data.preprocessing import caffe_preprocess
+from tfdaseg.registry import Registry
+
+# Callable: caffe-preprocessed float32 images [B, H, W, 3] -> the generator's output dict.
+Forward = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
+def keras_forward(generator: keras.Model) -> Forward:
+  """The inference-mode forward function of a Keras generator."""
+  return lambda images: generator(images, training=False)
+
+
+IMAGE_RESIZERS: Registry = Registry("image resize method")
+
+
+@IMAGE_RESIZERS.register("bicubic")
+def _resize_bicubic(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  # PIL's BICUBIC (the reference loaders) widens its kernel when shrinking: antialias=True.
+  return tf.image.resize(images, size, method="bicubic", antialias=True)
+
+
+@IMAGE_RESIZERS.register("bilinear")
+def _resize_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  # Builtin TFLite op (RESIZE_BILINEAR); the antialiased kernels are not.
+  return tf.image.resize(images, size, method="bilinear")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceOptions:
+  """How to turn images into class probabilities.
+
+  Args:
+    input_size: (width, height) the model runs at, like the reference's `input_size` flag;
+      None runs every image at its own size.
+    scales: Test-time scales of `input_size` whose softmax outputs are averaged.
+    flip: Whether to average with the horizontally flipped image too.
+    resize: Name of the image resize method (IMAGE_RESIZERS).
+  """
+
+  input_size: tuple[int, int] | None = None
+  scales: tuple[float, ...] = (1.0,)
+  flip: bool = False
+  resize: str = "bicubic"
+
+  def __post_init__(self):
+    if not self.scales or any(s <= 0 for s in self.scales):
+      raise ValueError(f"scales must be positive, got {self.scales}")
+    if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) <= 0):
+      raise ValueError(f"input_size must be (width, height) > 0, got {self.input_size}")
+    IMAGE_RESIZERS.get(self.resize)
+
+
+def upsample_logits(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """Bilinear upsampling with aligned corners, as the reference's nn.Upsample(align_corners=True).
+
+  Args:
+    logits: float [B, h, w, C].
+    size: int32 [2]: the (height, width) to reach.
+
+  Returns:
+    float32 [B, height, width, C].
+  """
+  return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=True)
+
+
+def _model_size(images: tf.Tensor, options: InferenceOptions, scale: float) -> tf.Tensor:
+  if options.input_size is None:
+    base = tf.cast(tf.shape(images)[1:3], tf.float32)
+  else:
+    base = tf.constant([options.input_size[1], options.input_size[0]], tf.float32)
+  return tf.maximum(tf.cast(tf.round(base * scale), tf.int32), 1)
+
+
+def predict_probabilities(forward: Forward, images: tf.Tensor, options: InferenceOptions,
+                          output_size: tf.Tensor | None = None,
+                          channels: Sequence[int] | None = None) -> tf.Tensor:
+  """Class probabilities at `output_size`, averaged over the test-time augmentations.
+
+  Args:
+    forward: The generator (preprocessed images -> output dict with "logits").
+    images: Caffe-preprocessed float32 [B, H, W, 3] at any size.
+    options: Input size, scales, flip and resize method.
+    output_size: int32 [2] (height, width) of the result; the images' own size when None.
+    channels: Logit channels to keep (scoring a subset of the model's classes); all when None.
+
+  Returns:
+    float32 [B, height, width, C] probabilities.
+  """
+  if output_size is None:
+    output_size = tf.shape(images)[1:3]
+  resize = IMAGE_RESIZERS.get(options.resize)
+  total = None
+  for scale in options.scales:
+    scaled = resize(images, _model_size(images, options, scale))
+    for flipped in (False, True) if options.flip else (False,):
+      inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
+      logits = forward(inputs)["logits"]
+      if flipped:
+        logits = tf.reverse(logits, axis=[2])
+      if channels is not None:
+        logits = tf.gather(logits, list(channels), axis=-1)
+      probabilities = tf.nn.softmax(upsample_logits(tf.cast(logits, tf.float32), output_size))
+      total = probabilities if total is None else total + probabilities
+  passes = len(options.scales) * (2 if options.flip else 1)
+  return total / passes if passes > 1 else total
+
+
+def segment_images(forward: Forward, images: tf.Tensor, options: InferenceOptions,
+                   channels: Sequence[int] | None = None) -> dict[str, tf.Tensor]:
+  """Segments uint8 RGB images at their own size (the exported model's serving function).
+
+  Args:
+    forward: The generator (preprocessed images -> output dict with "logits").
+    images: uint8 [B, H, W, 3] RGB.
+    options: Input size, scales, flip and resize method.
+    channels: Logit channels to keep; all when None.
+
+  Returns:
+    {"labels": int32 [B, H, W], "probabilities": float32 [B, H, W, C]}.
+  """
+  probabilities = predict_probabilities(forward, caffe_preprocess(images), options,
+                                        channels=channels)
+  return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+          "probabilities": probabilities}
+
+
+def output_channels(class_set: labels.ClassSet,
+                    model_class_set: labels.ClassSet) -> list[int] | None:
+  """Which of the model's logit channels give `class_set`'s classes, in order.
+
+  Args:
+    class_set: The classes wanted (scored, served).
+    model_class_set: The classes the model predicts.
+
+  Returns:
+    None when the model predicts exactly `class_set`'s classes (also across storage spaces, as
+    a SYNTHIA model on `cityscapes_as_camvid11` scored on CamVid "11"), else channel positions.
+
+  Raises:
+    ValueError: when the model lacks a class of `class_set`.
+  """
+  if class_set.names == model_class_set.names:
+    return None
+  return labels.subset_indices(class_set, model_class_set)

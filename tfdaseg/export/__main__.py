@@ -1,0 +1,5 @@
+"""`python -m tfdaseg.export` (see cli.py)."""
+
+from tfdaseg.export.cli import run
+
+run()
