@@ -1,3 +1,11 @@
-"""Generators and discriminators, built by name: `tfdaseg.models.build(name, **options)`."""
+"""Generators and discriminators, built by name: `tfdaseg.models.build(name, **options)`.
 
+Importing this package registers every model with `MODELS` and every custom layer with Keras
+serialisation (package "tfdaseg"), so saved `.keras` files load after `import tfdaseg`.
+"""
+
+from tfdaseg.models import deeplab_v2_resnet, fc_discriminator  # noqa: F401  (registration)
+from tfdaseg.models.aspp_classifier import AsppClassifier  # noqa: F401
+from tfdaseg.models.head_variables import split_head_variables  # noqa: F401
+from tfdaseg.models.pooling import CeilModeMaxPooling2D  # noqa: F401
 from tfdaseg.models.registry import MODELS, build  # noqa: F401

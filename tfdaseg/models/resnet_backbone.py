@@ -1,0 +1,114 @@
+"""The Caffe-style dilated ResNet of DeepLab-v2 (AdaptSegNet's `ResNetMulti` without its heads).
+
+Layer names mirror the reference's module paths with "." replaced by "_" (`layer3_0_downsample_0`
+is `layer3.0.downsample.0`), which is what the PyTorch weight import relies on.
+"""
+
+from typing import Sequence
+
+import keras
+
+from tfdaseg.models.pooling import CeilModeMaxPooling2D
+
+RESNET101_BLOCKS = (3, 4, 23, 3)
+# Bottleneck expansion: the third 1x1 conv has 4x the block's planes.
+EXPANSION = 4
+# PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts momentum the other way).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+# (planes multiplier, stride, dilation) of layer1..layer4: output stride 8 (DeepLab-v2).
+STAGES = ((1, 1, 1), (2, 2, 1), (4, 1, 2), (8, 1, 4))
+
+
+def conv(x, filters: int, kernel_size: int, name: str, strides: int = 1, dilation: int = 1,
+         padding: int = 0, use_bias: bool = False):
+  """A PyTorch-style convolution: explicit symmetric zero padding, then a "valid" Conv2D.
+
+  Args:
+    x: Input tensor, NHWC.
+    filters: Output channels.
+    kernel_size: Square kernel size.
+    name: Layer name (the padding layer gets `name + "_pad"`).
+    strides: Stride.
+    dilation: Dilation rate.
+    padding: Zeros added on every side, as PyTorch's `padding=`.
+    use_bias: Whether the conv has a bias.
+
+  Returns:
+    The output tensor.
+  """
+  if padding:
+    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+  return keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
+                             padding="valid", use_bias=use_bias, kernel_initializer="he_normal",
+                             name=name)(x)
+
+
+def batch_norm(x, name: str, freeze: bool):
+  """BatchNorm with PyTorch's epsilon; `freeze` makes it non-trainable (inference statistics)."""
+  return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                         trainable=not freeze, name=name)(x)
+
+
+def bottleneck(x, planes: int, strides: int, dilation: int, downsample: bool, freeze_bn: bool,
+               name: str):
+  """A Caffe-style bottleneck: the stride sits on the first 1x1 conv, as in the reference.
+
+  Args:
+    x: Input tensor.
+    planes: Width of the 1x1 and 3x3 convs (the output has `EXPANSION * planes` channels).
+    strides: Stride of the first 1x1 conv and of the shortcut.
+    dilation: Dilation (and padding) of the 3x3 conv.
+    downsample: Whether the shortcut is a 1x1 conv + BN.
+    freeze_bn: Whether the BatchNorm layers are frozen.
+    name: Prefix, e.g. "layer3_0".
+
+  Returns:
+    The block's output.
+  """
+  out = conv(x, planes, 1, f"{name}_conv1", strides=strides)
+  out = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(out, f"{name}_bn1", freeze_bn))
+  out = conv(out, planes, 3, f"{name}_conv2", dilation=dilation, padding=dilation)
+  out = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(out, f"{name}_bn2", freeze_bn))
+  out = batch_norm(conv(out, planes * EXPANSION, 1, f"{name}_conv3"), f"{name}_bn3", freeze_bn)
+  residual = x
+  if downsample:
+    residual = conv(x, planes * EXPANSION, 1, f"{name}_downsample_0", strides=strides)
+    residual = batch_norm(residual, f"{name}_downsample_1", freeze_bn)
+  out = keras.layers.Add(name=f"{name}_add")([out, residual])
+  return keras.layers.ReLU(name=f"{name}_relu")(out)
+
+
+def caffe_resnet(inputs, blocks: Sequence[int] = RESNET101_BLOCKS, base_width: int = 64,
+                 freeze_bn: bool = True) -> dict:
+  """Builds the dilated ResNet on `inputs` (output stride 8).
+
+  Args:
+    inputs: Preprocessed image tensor, NHWC.
+    blocks: Bottlenecks per stage; (3, 4, 23, 3) is ResNet-101.
+    base_width: Stem width and layer1 planes (64 in ResNet); smaller for tiny test models.
+    freeze_bn: Freeze every BatchNorm (the reference; needs pretrained statistics).
+
+  Returns:
+    {"layer3": stride-8 tensor with 16 * base_width channels,
+     "layer4": stride-8 tensor with 32 * base_width channels}.
+  """
+  if len(blocks) != len(STAGES):
+    raise ValueError(f"blocks must have {len(STAGES)} entries, got {tuple(blocks)}")
+  x = conv(inputs, base_width, 7, "conv1", strides=2, padding=3)
+  x = keras.layers.ReLU(name="relu")(batch_norm(x, "bn1", freeze_bn))
+  x = CeilModeMaxPooling2D(pool_size=3, strides=2, padding=1, name="maxpool")(x)
+  in_channels = base_width
+  outputs = {}
+  for stage, (count, (multiplier, strides, dilation)) in enumerate(zip(blocks, STAGES), start=1):
+    planes = base_width * multiplier
+    for index in range(count):
+      first = index == 0
+      # The reference's `_make_layer` adds a projection shortcut when the shape changes and,
+      # always, on the first block of the dilated stages.
+      downsample = first and (strides != 1 or in_channels != planes * EXPANSION or dilation > 1)
+      x = bottleneck(x, planes, strides if first else 1, dilation, downsample, freeze_bn,
+                     name=f"layer{stage}_{index}")
+      in_channels = planes * EXPANSION
+    outputs[f"layer{stage}"] = x
+  return {"layer3": outputs["layer3"], "layer4": outputs["layer4"]}
