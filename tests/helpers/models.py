@@ -30,8 +30,6 @@ def tiny_generator(name: str = "deeplab_v2_resnet101_multi", num_classes: int = 
   """
   kwargs = {"num_classes": num_classes, "freeze_bn": False, **TINY_GENERATOR_OPTIONS[name],
             **options}
-  if name == "deeplab_v2_vgg16":
-    kwargs.pop("freeze_bn")
   return tfdaseg.models.build(name, **kwargs)
 
 

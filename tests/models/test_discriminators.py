@@ -44,3 +44,27 @@ def test_discriminator_round_trip(tmp_path):
   model = tfdaseg.models.build("feature_discriminator", num_channels=8, base_filters=4)
   x = np.random.default_rng(0).random((1, 16, 16, 8)).astype("float32")
   model_helpers.assert_keras_round_trip(model, x, str(tmp_path))
+
+
+def test_class_wise_discriminator_scores_each_class_with_its_own_unit():
+  model = tfdaseg.models.build("class_wise_discriminator", num_classes=4, num_channels=6,
+                               hidden_units=(8,))
+  x = np.random.default_rng(0).normal(size=(2, 4, 6)).astype("float32")
+  out = keras.ops.convert_to_numpy(model(x))
+  assert out.shape == (2, 4)
+  # The same feature vector gets different scores under different classes...
+  same = np.repeat(x[:, :1], 4, axis=1)
+  scores = keras.ops.convert_to_numpy(model(same))
+  assert not np.allclose(scores[:, 0], scores[:, 1])
+  # ...and one class's logit depends only on that class's features.
+  changed = x.copy()
+  changed[:, 3] += 1.0
+  delta = keras.ops.convert_to_numpy(model(changed)) - out
+  np.testing.assert_allclose(delta[:, :3], 0.0, atol=1e-6)
+
+
+def test_class_wise_discriminator_round_trip(tmp_path):
+  model = tfdaseg.models.build("class_wise_discriminator", num_classes=3, num_channels=5,
+                               hidden_units=(4, 4))
+  x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype("float32")
+  model_helpers.assert_keras_round_trip(model, x, str(tmp_path))

@@ -4,8 +4,10 @@ Importing this package registers every model with `MODELS` and every custom laye
 serialisation (package "tfdaseg"), so saved `.keras` files load after `import tfdaseg`.
 """
 
-from tfdaseg.models import deeplab_v2_resnet, fc_discriminator  # noqa: F401  (registration)
+from tfdaseg.models import (  # noqa: F401  (registration)
+    class_wise_discriminator, deeplab_v2_resnet, deeplab_v2_vgg, fc_discriminator)
 from tfdaseg.models.aspp_classifier import AsppClassifier  # noqa: F401
+from tfdaseg.models.class_wise_discriminator import PerClassDense  # noqa: F401
 from tfdaseg.models.head_variables import split_head_variables  # noqa: F401
 from tfdaseg.models.pooling import CeilModeMaxPooling2D  # noqa: F401
 from tfdaseg.models.registry import MODELS, build  # noqa: F401
