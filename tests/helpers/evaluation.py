@@ -152,3 +152,21 @@ def run_cli(main, argv: list[str]):
       return main(remaining)
     finally:
       flags.FLAGS.unparse_flags()
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> tf.data.Dataset:
+  """Batches in the evaluation contract, straight from arrays (no TFRecords, no pipeline).
+
+  Args:
+    images: uint8 [N, H, W, 3] RGB.
+    labels: [N, h, w] class ids (255 ignore), possibly larger than the images.
+    batch_size: Images per batch.
+
+  Returns:
+    A dataset of {"image": caffe-preprocessed float32 [B, H, W, 3], "label": int32 [B, h, w]}.
+  """
+  from tfdaseg.data.preprocessing import caffe_preprocess
+
+  dataset = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels.astype(np.int32)})
+  dataset = dataset.map(lambda b: {"image": caffe_preprocess(b["image"]), "label": b["label"]})
+  return dataset.batch(batch_size)

@@ -1,0 +1,87 @@
+"""Inference: resizing to the input size, aligned-corner upsampling, flip and scale averaging."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdaseg.data import labels
+from tfdaseg.evaluation import inference
+
+C = 3
+
+
+def _ramp_forward(calls: list | None = None):
+  """Logits that depend on position only (channel 0 grows with x): not flip-equivariant."""
+
+  def forward(images):
+    if calls is not None:
+      calls.append(tuple(images.shape[1:3]))
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    ramp = tf.linspace(-3.0, 3.0, width)[None, None, :, None]
+    ramp = tf.tile(ramp, tf.stack([tf.shape(images)[0], height, 1, 1]))
+    return {"logits": tf.concat([ramp, tf.zeros_like(ramp), -ramp], axis=-1)}
+
+  return forward
+
+
+def test_upsampling_keeps_the_corners():
+  logits = tf.random.normal([1, 4, 8, C], seed=1)
+  up = inference.upsample_logits(logits, tf.constant([13, 29])).numpy()
+  assert up.shape == (1, 13, 29, C)
+  for i, j in [(0, 0), (-1, -1), (0, -1), (-1, 0)]:
+    np.testing.assert_allclose(up[0, i, j], logits.numpy()[0, i, j], rtol=1e-6)
+
+
+def test_probabilities_at_the_output_size_from_the_input_size():
+  calls = []
+  images = tf.zeros([2, 20, 40, 3])
+  options = inference.InferenceOptions(input_size=(16, 8), scales=(0.5, 1.0))
+  probabilities = inference.predict_probabilities(_ramp_forward(calls), images, options,
+                                                  output_size=tf.constant([40, 80]))
+  assert probabilities.shape == (2, 40, 80, C)
+  np.testing.assert_allclose(tf.reduce_sum(probabilities, -1), 1.0, rtol=1e-5)
+  assert calls == [(4, 8), (8, 16)]
+
+
+def test_flip_averages_the_mirrored_prediction():
+  images = tf.zeros([1, 8, 16, 3])
+  plain = inference.predict_probabilities(_ramp_forward(), images,
+                                          inference.InferenceOptions()).numpy()
+  flipped = inference.predict_probabilities(_ramp_forward(), images,
+                                            inference.InferenceOptions(flip=True)).numpy()
+  # Without flip the left/right ends differ; averaged with the mirror they are symmetric.
+  assert not np.allclose(plain[..., 0], plain[..., ::-1, 0])
+  np.testing.assert_allclose(flipped[..., 0], flipped[..., ::-1, 0], rtol=1e-5)
+  np.testing.assert_allclose(flipped, (plain + plain[:, :, ::-1]) / 2, rtol=1e-5)
+
+
+def test_channels_select_logits_before_the_softmax():
+  images = tf.zeros([1, 8, 16, 3])
+  options = inference.InferenceOptions()
+  subset = inference.predict_probabilities(_ramp_forward(), images, options, channels=[2, 0])
+  assert subset.shape[-1] == 2
+  np.testing.assert_allclose(tf.reduce_sum(subset, -1), 1.0, rtol=1e-5)
+  assert float(subset[0, 0, 0, 0]) > 0.5  # channel 2 (-ramp) wins on the left
+
+
+def test_segment_images_labels_are_the_argmax():
+  images = tf.constant(np.random.default_rng(0).integers(0, 255, (1, 8, 16, 3)), tf.uint8)
+  out = inference.segment_images(_ramp_forward(), images, inference.InferenceOptions())
+  assert out["labels"].dtype == tf.int32 and out["labels"].shape == (1, 8, 16)
+  np.testing.assert_array_equal(out["labels"], tf.argmax(out["probabilities"], -1))
+
+
+def test_output_channels_across_class_sets():
+  get = labels.get_class_set
+  assert inference.output_channels(get("19"), get("19")) is None
+  assert inference.output_channels(get("16"), get("19")) == list(labels.SYNTHIA16_TRAIN_IDS)
+  assert inference.output_channels(get("11"), get("cityscapes_as_camvid11")) is None
+  with pytest.raises(ValueError):
+    inference.output_channels(get("11"), get("19"))
+
+
+@pytest.mark.parametrize("kwargs", [{"scales": ()}, {"scales": (0.0,)}, {"input_size": (0, 4)},
+                                    {"resize": "lanczos9"}])
+def test_bad_options_are_rejected(kwargs):
+  with pytest.raises((ValueError, KeyError)):
+    inference.InferenceOptions(**kwargs)
