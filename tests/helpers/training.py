@@ -1,0 +1,90 @@
+"""Tiny trainers and in-memory data for the training tests (no TFRecords, 32x32 images)."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfdaseg import methods, models
+from tfdaseg.training import loop
+from tfdaseg.training.model import DomainAdaptationModel, OptimizerConfig, build_training_model
+from tests.helpers.models import tiny_generator
+
+NUM_CLASSES = 3
+SIZE = 32
+# Large enough rates that a few steps move the weights measurably.
+TINY_OPTIMIZER = OptimizerConfig(learning_rate=2.5e-4, learning_rate_d=1e-3, num_steps=100)
+
+
+def stream_arrays(count: int = 8, size: int = SIZE, num_classes: int = NUM_CLASSES,
+                  seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+  """Random source/target examples shaped like the pipeline's (unit-scale images), labels with
+  some ignored (255) pixels; the target's labels are all 255 (unlabelled)."""
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for stream in (methods.SOURCE, methods.TARGET):
+    label = rng.integers(0, num_classes, (count, size, size)).astype(np.int32)
+    if stream == methods.SOURCE:
+      label[:, :2, :] = 255
+    else:
+      label[:] = 255
+    arrays[stream] = {
+        "image": rng.normal(0.0, 1.0, (count, size, size, 3)).astype(np.float32),
+        "label": label,
+        "filename": np.array([f"{stream}-{i}" for i in range(count)]),
+    }
+  return arrays
+
+
+def dataset_fn(arrays: dict, global_batch_size: int, streams=None) -> loop.DatasetFn:
+  """A `loop.DatasetFn` over in-memory arrays: each stream repeats and is shuffled with the seed
+  (like the pipeline's training mode), batched to the per-replica batch size."""
+  streams = streams or tuple(arrays)
+
+  def build(context: tf.distribute.InputContext, seed: int) -> tf.data.Dataset:
+    batch = context.get_per_replica_batch_size(global_batch_size)
+    per_stream = {}
+    for index, stream in enumerate(streams):
+      ds = tf.data.Dataset.from_tensor_slices(arrays[stream])
+      ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+      ds = ds.shuffle(64, seed=seed + index).repeat().batch(batch, drop_remainder=True)
+      per_stream[stream] = ds
+    return tf.data.Dataset.zip(per_stream)
+
+  return build
+
+
+def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resnet101_multi",
+               seed: int = 0, precision: str = "none", jit_compile: bool = False,
+               optimizer: OptimizerConfig = TINY_OPTIMIZER,
+               **method_options) -> DomainAdaptationModel:
+  """A tiny trainable model (call inside the strategy's scope): no BatchNorm statistics to
+  disagree between replicas (frozen), seeded weights.
+
+  Args:
+    method: Method name.
+    generator: Generator registry name.
+    seed: Weight-initialisation seed.
+    precision: --mixed_precision value (set the Keras policy before calling).
+    jit_compile: XLA for the loss-and-gradient core.
+    optimizer: Optimiser hyper-parameters.
+    **method_options: MethodConfig overrides.
+  """
+  tf.keras.utils.set_random_seed(seed)
+  net = tiny_generator(generator, num_classes=NUM_CLASSES, freeze_bn=True)
+  config = methods.MethodConfig(num_classes=NUM_CLASSES, discriminator_base_filters=4,
+                                **method_options)
+  return build_training_model(net, methods.build(method, config), num_classes=NUM_CLASSES,
+                              head_variables=models.split_head_variables(net)[1],
+                              config=optimizer, precision=precision, jit_compile=jit_compile)
+
+
+def weights(model: DomainAdaptationModel) -> list[np.ndarray]:
+  """Every generator and discriminator weight, in a fixed order."""
+  networks = [model.generator] + [model.discriminators[k] for k in sorted(model.discriminators)]
+  return [np.array(w) for net in networks for w in net.get_weights()]
+
+
+def assert_weights_close(actual: list, expected: list, atol: float = 1e-6) -> None:
+  """Asserts two `weights` lists agree elementwise."""
+  assert len(actual) == len(expected)
+  for a, e in zip(actual, expected):
+    np.testing.assert_allclose(a, e, atol=atol, rtol=1e-5)

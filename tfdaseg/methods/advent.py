@@ -1,0 +1,54 @@
+"""ADVENT (Vu et al., CVPR 2019): entropy minimisation (MinEnt) and adversarial entropy alignment (AdvEnt).
+
+`--advent_mode=minent` minimises the target's normalised entropy (weights lambda_ent_target1/2);
+`advent` puts the discriminators on the weighted self-information maps -p log p / log C instead
+of the softmax; `both` trains with both losses at once (the paper's 45.5 "AdvEnt+MinEnt" is an
+ensemble of two separately trained models, not this joint loss).
+"""
+
+import tensorflow as tf
+
+from tfdaseg.methods.adversarial import AdversarialMethod
+from tfdaseg.methods.base import LOGITS, TARGET, DiscriminatorSpec, Objective, StepContext
+from tfdaseg.methods.registry import METHODS
+from tfdaseg.training import losses
+
+ADVENT_MODES = ("minent", "advent", "both")
+
+
+@METHODS.register("advent")
+class Advent(AdversarialMethod):
+  """MinEnt and/or AdvEnt over `config.levels`."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    if config.advent_mode not in ADVENT_MODES:
+      raise ValueError(f"unknown advent_mode {config.advent_mode!r}; known: "
+                       f"{', '.join(ADVENT_MODES)}")
+    self.adversarial = config.advent_mode in ("advent", "both")
+    self.minimise_entropy = config.advent_mode in ("minent", "both")
+
+  def required_outputs(self) -> set[str]:
+    return super().required_outputs() | {LOGITS[level] for level in self.adversarial_levels()}
+
+  def discriminators(self) -> dict[str, DiscriminatorSpec]:
+    return super().discriminators() if self.adversarial else {}
+
+  def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
+    return losses.normalised_entropy_map(ctx.upsampled_logits(stream, LOGITS[level]))
+
+  def entropy_weight(self, level: str) -> float:
+    """lambda_ent_target1 for the aux level, lambda_ent_target2 for the main level."""
+    return {"aux": self.config.lambda_ent_target1, "main": self.config.lambda_ent_target2}[level]
+
+  def adaptation_objective(self, ctx: StepContext) -> Objective:
+    objective = super().adaptation_objective(ctx) if self.adversarial else Objective()
+    if self.minimise_entropy:
+      for level in self.adversarial_levels():
+        objective.add_loss(f"ent_{level}",
+                           losses.entropy_loss(ctx.upsampled_logits(TARGET, LOGITS[level])),
+                           self.entropy_weight(level))
+    return objective
+
+  def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
+    return super().discriminator_objectives(ctx) if self.adversarial else {}

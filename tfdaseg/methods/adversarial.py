@@ -1,0 +1,75 @@
+"""Adversarial alignment of one generator output per level: the shared part of AdaptSegNet and AdvEnt.
+
+Per level (the reference's D1 on the aux head, D2 on the main head): the generator is pushed to
+make the discriminator call its target maps "source"; the discriminator learns source (0) vs
+target (1) on detached maps, each half weighted 1/2 (AdaptSegNet train_gta2cityscapes_multi.py).
+Subclasses choose what the discriminator sees.
+"""
+
+import tensorflow as tf
+
+from tfdaseg.methods import gan_losses
+from tfdaseg.methods.base import (LOGITS, SOURCE, TARGET, DiscriminatorSpec, Method, Objective,
+                                  StepContext)
+
+LEVELS = {"multi": ("aux", "main"), "single": ("main",)}
+
+
+class AdversarialMethod(Method):
+  """Output-space style adversarial training over `config.levels`.
+
+  Subclasses implement `discriminator_input` and may override `discriminator_spec`.
+  """
+
+  def __init__(self, config):
+    super().__init__(config)
+    if config.levels not in LEVELS:
+      raise ValueError(f"unknown levels {config.levels!r}; known: {', '.join(LEVELS)}")
+    self.gan = gan_losses.GAN_LOSSES.get(config.gan)
+
+  def adversarial_levels(self) -> tuple[str, ...]:
+    """Levels with a discriminator ("aux", "main")."""
+    return LEVELS[self.config.levels]
+
+  def adversarial_weight(self, level: str) -> float:
+    """lambda_adv_target1 for the aux level, lambda_adv_target2 for the main level."""
+    return {"aux": self.config.lambda_adv_target1, "main": self.config.lambda_adv_target2}[level]
+
+  def discriminator_spec(self, level: str) -> DiscriminatorSpec:
+    """The reference FCDiscriminator on the level's logits-shaped maps."""
+    return DiscriminatorSpec(model="output_space_discriminator", reads=LOGITS[level],
+                             options={"base_filters": self.config.discriminator_base_filters})
+
+  def discriminators(self) -> dict[str, DiscriminatorSpec]:
+    return {level: self.discriminator_spec(level) for level in self.adversarial_levels()}
+
+  def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
+    """What the level's discriminator sees of `stream` (differentiable w.r.t. the generator)."""
+    raise NotImplementedError
+
+  def _input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
+    return ctx.memo(("discriminator_input", stream, level),
+                    lambda: self.discriminator_input(ctx, stream, level))
+
+  def adaptation_objective(self, ctx: StepContext) -> Objective:
+    objective = Objective()
+    for level in self.adversarial_levels():
+      logits = ctx.discriminate(level, self._input(ctx, TARGET, level))
+      # Only the generator's variables are differentiated for this loss: the discriminator
+      # is "frozen" here as the reference sets requires_grad=False.
+      objective.add_loss(f"adv_{level}", self.gan.loss(logits, gan_losses.SOURCE_LABEL),
+                         self.adversarial_weight(level))
+    return objective
+
+  def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
+    objectives = {}
+    for level in self.adversarial_levels():
+      objective = Objective()
+      accuracies = []
+      for stream, label in ((SOURCE, gan_losses.SOURCE_LABEL), (TARGET, gan_losses.TARGET_LABEL)):
+        logits = ctx.discriminate(level, tf.stop_gradient(self._input(ctx, stream, level)))
+        objective.add_loss(f"d_{level}_{stream}", self.gan.loss(logits, label), 0.5)
+        accuracies.append(self.gan.accuracy(logits, label))
+      objective.add_metric(f"d_accuracy_{level}", tf.add_n(accuracies) / len(accuracies))
+      objectives[level] = objective
+    return objectives

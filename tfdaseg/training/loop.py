@@ -1,0 +1,241 @@
+"""The training loop: one custom loop for every distribution strategy.
+
+`strategy.run(model.train_step, ...)` inside a `tf.function`, on a distributed dataset; the
+chief writes checkpoints (every `save_pred_every` steps, all networks, optimisers and the step)
+and TensorBoard summaries, the other workers write their checkpoints to a temporary folder that
+is deleted. A re-run of the same command resumes from the last checkpoint.
+
+The input stream restarts at every checkpoint with a seed derived from the step, so a resumed
+run reads exactly the batches an uninterrupted one reads (and, with op determinism, ends with
+the same weights): tf.data iterators of distributed datasets cannot be checkpointed.
+"""
+
+import dataclasses
+import math
+import shutil
+import tempfile
+import time
+from typing import Callable, Mapping
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfdaseg.training import summaries
+from tfdaseg.training.model import DomainAdaptationModel
+from tfdaseg.training.strategies import is_chief
+from tfdaseg.training import validation
+
+# (input context, seed) -> dataset of {stream: batch} with the per-replica batch size.
+DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
+CHECKPOINT_NAME = "ckpt"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """What the loop does besides stepping.
+
+  Args:
+    num_steps_stop: Train until this many steps are done (reference 150000).
+    save_pred_every: Checkpoint period in steps (reference 5000); also at num_steps_stop.
+    iter_size: Sub-batches per step (gradient accumulation).
+    keep_checkpoints: How many checkpoints to keep.
+    summary_every: Scalar summary period in steps (0: never).
+    image_summary_every: Prediction-grid period in steps (0: never).
+    eval_every: Validation period in steps (0: never; needs a validator).
+    random_seed: Base seed of the input streams.
+    images_per_step: Images one global step reads (for images/s).
+  """
+
+  num_steps_stop: int
+  save_pred_every: int
+  iter_size: int = 1
+  keep_checkpoints: int = 5
+  summary_every: int = 10
+  image_summary_every: int = 0
+  eval_every: int = 0
+  random_seed: int = 1234
+  images_per_step: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+  """Fixed images whose predictions are drawn into TensorBoard.
+
+  Args:
+    batch: Stream name -> batch ("image" Caffe-preprocessed, "label").
+    palette: One RGB colour per class of the generator.
+  """
+
+  batch: Mapping[str, Mapping[str, tf.Tensor]]
+  palette: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  """The outcome of `train`.
+
+  Args:
+    start_step: The step the run started (or resumed) from.
+    step: The step reached.
+    seconds: Wall time of the steps.
+    logs: The last step's logs.
+  """
+
+  start_step: int
+  step: int
+  seconds: float
+  logs: dict
+
+  @property
+  def seconds_per_step(self) -> float:
+    return self.seconds / max(self.step - self.start_step, 1)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or infinite; training stopped before writing a checkpoint."""
+
+
+def _check_finite(step: int, logs: Mapping[str, float], latest: str | None) -> None:
+  bad = {k: v for k, v in logs.items() if k.startswith("loss/") and not math.isfinite(v)}
+  if bad:
+    where = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+    raise NonFiniteLossError(f"step {step}: non-finite loss {bad}; training stopped ({where}). "
+                             f"Lower the learning rates or check the data.")
+
+
+class _Periodic:
+  """Whether a period of `every` steps ends at a step (0 = never)."""
+
+  def __init__(self, every: int, stop: int):
+    self.every, self.stop = every, stop
+
+  def __call__(self, step: int) -> bool:
+    return self.every > 0 and (step % self.every == 0 or step == self.stop)
+
+
+def _distributed_step(model: DomainAdaptationModel, strategy: tf.distribute.Strategy,
+                      iter_size: int) -> Callable:
+  @tf.function
+  def step_fn(iterator):
+    batches = tuple(next(iterator) for _ in range(iter_size))
+    logs = strategy.run(model.train_step, args=(batches,))
+    return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in logs.items()}
+  return step_fn
+
+
+def _write_preview(writer, model: DomainAdaptationModel, preview: Preview, step: int) -> None:
+  rows = []
+  for stream, batch in preview.batch.items():
+    logits = model.generator(batch["image"], training=False)["logits"]
+    labels = batch["label"]
+    logits = tf.image.resize(tf.cast(logits, tf.float32), tf.shape(labels)[1:3])
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    for i in range(int(tf.shape(labels)[0])):
+      rows.append({"image": batch["image"][i], "label": labels[i], "prediction": predictions[i]})
+    del stream
+  panel = tuple(int(d) for d in tf.shape(rows[-1]["label"])[:2])
+  summaries.write_image(writer, step, "predictions",
+                        summaries.prediction_grid(rows, preview.palette, panel),
+                        description="rows: " + ", ".join(preview.batch)
+                        + "; columns: image, label, prediction")
+
+
+def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, dataset_fn: DatasetFn,
+          model_dir: str, config: LoopConfig, *, validator: validation.Validator | None = None,
+          preview: Preview | None = None) -> TrainResult:
+  """Trains `model` to `config.num_steps_stop` steps, resuming from `model_dir` if possible.
+
+  Args:
+    model: Built inside `strategy.scope()`, optimisers built.
+    strategy: The distribution strategy.
+    dataset_fn: Builds the input for one worker (see `DatasetFn`).
+    model_dir: Where checkpoints and summaries go (the chief's), and resume reads from.
+    config: Periods, seed, stop step.
+    validator: Scores the generator every `config.eval_every` steps (chief only).
+    preview: Images drawn with predictions every `config.image_summary_every` steps.
+
+  Returns:
+    The `TrainResult`.
+
+  Raises:
+    NonFiniteLossError: when a loss becomes NaN or infinite (no checkpoint is written for it).
+  """
+  chief = is_chief(strategy)
+  write_dir = model_dir if chief else tempfile.mkdtemp(prefix="tfdaseg-worker-")
+  try:
+    with strategy.scope():
+      step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(step=step_variable, **model.trackables())
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
+                                         checkpoint_name=CHECKPOINT_NAME)
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest:
+      checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("resumed from %s", latest)
+    start = int(step_variable.numpy())
+    if start >= config.num_steps_stop:
+      logging.info("%s is already trained to step %d (num_steps_stop %d): nothing to do",
+                   model_dir, start, config.num_steps_stop)
+      return TrainResult(start, start, 0.0, {})
+    return _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chief,
+                step_variable, manager, latest, start)
+  finally:
+    if not chief:
+      shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chief,
+         step_variable, manager, latest, start) -> TrainResult:
+  stop = config.num_steps_stop
+  writer = summaries.create_writer(model_dir, chief)
+  step_fn = _distributed_step(model, strategy, config.iter_size)
+  summary_due = _Periodic(config.summary_every, stop)
+  image_due = _Periodic(config.image_summary_every if preview else 0, stop)
+  eval_due = _Periodic(config.eval_every if validator and chief else 0, stop)
+  progbar = keras.utils.Progbar(stop - start, verbose=1 if chief else 0,
+                                unit_name="step")
+  step, logs = start, {}
+  started = window_start = time.time()
+  window_steps = 0
+  logging.info("training steps %d..%d (%d images per step)", start, stop,
+               config.images_per_step)
+  while step < stop:
+    segment_end = min((step // config.save_pred_every + 1) * config.save_pred_every, stop)
+    seed = config.random_seed + step
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context, seed=seed: dataset_fn(context, seed)))
+    while step < segment_end:
+      logs = {k: float(v) for k, v in step_fn(iterator).items()}
+      step += 1
+      window_steps += 1
+      _check_finite(step, logs, latest)
+      if summary_due(step):
+        now = time.time()
+        scalars = dict(logs)
+        scalars.update({k: float(v) for k, v in model.learning_rates().items()})
+        scalars["perf/images_per_s"] = config.images_per_step * window_steps / (now - window_start)
+        summaries.write_scalars(writer, step, scalars)
+        window_start, window_steps = now, 0
+      if image_due(step):
+        _write_preview(writer, model, preview, step)
+      if eval_due(step):
+        result = validator(model.generator)
+        summaries.write_scalars(writer, step, {"eval/miou": result["miou"] or 0.0})
+        best = validation.record(model_dir, step, result)["best"]
+        logging.info("step %d: validation mIoU %s (best %s at step %s)", step, result["miou"],
+                     best and best["miou"], best and best["step"])
+      progbar.update(step - start, [(k[len("loss/"):], v) for k, v in logs.items()
+                                    if k.startswith("loss/")])
+    step_variable.assign(step)
+    latest = manager.save(checkpoint_number=step)
+    writer.flush()
+  seconds = time.time() - started
+  message = (f"trained steps {start}..{step} in {seconds:.1f} s: "
+             f"{seconds / (step - start):.3f} s/step, "
+             f"{config.images_per_step * (step - start) / seconds:.2f} images/s")
+  logging.info(message)
+  if chief:
+    print(message, flush=True)
+  return TrainResult(start, step, seconds, logs)

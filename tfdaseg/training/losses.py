@@ -1,0 +1,69 @@
+"""Loss functions shared by the methods, in float32, with the reference's conventions."""
+
+import tensorflow as tf
+
+from tfdaseg.data.labels import IGNORE_ID
+
+
+def upsample_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """Bilinear resize with align_corners=True, as the reference's nn.Upsample(..., align_corners=True).
+
+  Output pixel i samples input position i * (in - 1) / (out - 1) (corner pixels map to corner
+  pixels); `tf.image.resize` has no such mode, the raw op has.
+
+  Args:
+    images: [B, H, W, C] tensor (cast to float32).
+    size: (height, width) of the output.
+
+  Returns:
+    float32 [B, height, width, C].
+  """
+  return tf.raw_ops.ResizeBilinear(images=tf.cast(images, tf.float32), size=size,
+                                   align_corners=True, half_pixel_centers=False)
+
+
+def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+  """Pixel cross-entropy averaged over labelled pixels (the reference's CrossEntropy2d).
+
+  Args:
+    logits: [B, h, w, C] logits at any resolution; upsampled to the labels' size first.
+    labels: Integer [B, H, W] class ids; IGNORE_ID (255) and ids outside [0, C) are ignored.
+    num_classes: C.
+
+  Returns:
+    float32 scalar; 0 when no pixel is labelled (as the reference returns zeros then).
+  """
+  labels = tf.cast(labels, tf.int32)
+  logits = upsample_bilinear(logits, tf.shape(labels)[1:3])
+  valid = (labels >= 0) & (labels < num_classes) & (labels != IGNORE_ID)
+  per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.where(valid, labels, 0), logits=logits)
+  weights = tf.cast(valid, tf.float32)
+  return tf.reduce_sum(per_pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def normalised_entropy_map(logits: tf.Tensor) -> tf.Tensor:
+  """Weighted self-information -p log p / log C per class (ADVENT's prob_2_entropy).
+
+  Args:
+    logits: [..., C] logits.
+
+  Returns:
+    float32 [..., C]; its sum over C is the pixel's entropy normalised to [0, 1].
+  """
+  logits = tf.cast(logits, tf.float32)
+  num_classes = tf.cast(tf.shape(logits)[-1], tf.float32)
+  # log_softmax instead of ADVENT's log2(p + 1e-30): the same value without the epsilon.
+  return -tf.nn.softmax(logits) * tf.nn.log_softmax(logits) / tf.math.log(num_classes)
+
+
+def entropy_loss(logits: tf.Tensor) -> tf.Tensor:
+  """Mean over pixels of the normalised entropy (ADVENT's entropy_loss, MinEnt).
+
+  Args:
+    logits: [B, H, W, C] logits.
+
+  Returns:
+    float32 scalar in [0, 1].
+  """
+  return tf.reduce_mean(tf.reduce_sum(normalised_entropy_map(logits), axis=-1))
