@@ -1,7 +1,6 @@
 """Test helpers for evaluation, export and prediction: a tiny generator, a model_dir, a split.
 
-The stand-in generator honours the generator contract (preprocessed float32 NHWC in, any size;
-a dict out with "logits" at stride 8 and "features"), in a few KB of weights.
+The generator is the real multi-level DeepLab-v2 at its tiny test size (a few KB of weights).
 """
 
 import os
@@ -11,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from tests.helpers import models
 from tfdaseg.data import schema
 from tfdaseg.training.checkpoints import write_generator_spec
 
@@ -19,25 +19,19 @@ NUM_CLASSES = 19
 INPUT_SIZE = (64, 32)
 
 
-def tiny_generator(num_classes: int = NUM_CLASSES, width: int = 8, seed: int = 0) -> keras.Model:
-  """A functional stand-in generator: three stride-2 convs (stride 8), a logits conv.
+def tiny_generator(num_classes: int = NUM_CLASSES, seed: int = 0) -> keras.Model:
+  """A tiny multi-level DeepLab-v2 (tests/helpers/models.py) with non-trivial BatchNorm.
 
   Args:
     num_classes: Channels of "logits".
-    width: Channels of the hidden convs and of "features".
-    seed: Initialiser seed, so two calls give the same weights.
+    seed: Seed of the BatchNorm statistics.
 
   Returns:
-    The Keras model, built.
+    The Keras generator (output dict with "logits" at stride 8, "features", ...).
   """
-  images = keras.Input((None, None, 3), dtype="float32", name="images")
-  x = keras.layers.Rescaling(1.0 / 64.0)(images)
-  for i in range(3):
-    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu",
-                            kernel_initializer=keras.initializers.HeNormal(seed + i))(x)
-  logits = keras.layers.Conv2D(num_classes, 3, padding="same",
-                               kernel_initializer=keras.initializers.HeNormal(seed + 9))(x)
-  return keras.Model(images, {"logits": logits, "features": x}, name="tiny_generator")
+  generator = models.tiny_generator("deeplab_v2_resnet101_multi", num_classes=num_classes)
+  models.randomise_batch_norm(generator, seed)
+  return generator
 
 
 def make_model_dir(path: str, steps: tuple[int, ...] = (1,), class_set: str = "19",
