@@ -84,3 +84,17 @@ def assert_keras_round_trip(model: keras.Model, inputs: np.ndarray, directory: s
   assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(model.get_config()))
   assert_outputs_close(loaded(inputs, training=False), model(inputs, training=False), rtol=1e-6)
   return loaded
+
+
+TORCH_PARITY_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "torch_parity")
+
+
+def torch_parity_manifest() -> dict:
+  """The manifest of tests/fixtures/torch_parity (tools/make_torch_parity_fixtures.py)."""
+  with open(os.path.join(TORCH_PARITY_DIR, "manifest.json")) as f:
+    return json.load(f)
+
+
+def torch_parity_path(name: str) -> str:
+  """Path of a file in tests/fixtures/torch_parity."""
+  return os.path.join(TORCH_PARITY_DIR, name)

@@ -1,0 +1,283 @@
+"""Reads PyTorch `.pth` checkpoints into numpy arrays, without PyTorch and without trusting them.
+
+Both `torch.save` formats are supported:
+  * zip (PyTorch >= 1.6): `<root>/data.pkl` is a pickle whose tensors refer, through persistent
+    ids, to raw storages stored as `<root>/data/<key>`;
+  * legacy: consecutive pickles (magic number, protocol version, system info, the object, the
+    list of storage keys), then each storage as an int64 element count and its raw bytes.
+A pickle can run arbitrary code, so unpickling goes through `RestrictedUnpickler`, which
+resolves only the few globals a state dict needs (to harmless stand-ins) and refuses any other.
+"""
+
+import collections
+import dataclasses
+import pickle
+import struct
+import zipfile
+from typing import Any, Callable
+
+import numpy as np
+
+# torch/serialization.py constants of the legacy format.
+LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
+LEGACY_PROTOCOL_VERSION = 1001
+
+# Storage classes a checkpoint may name -> numpy dtype of their elements. bfloat16 is read as
+# raw uint16 and widened to float32 (numpy has no bfloat16).
+STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("float32"),
+    "DoubleStorage": np.dtype("float64"),
+    "HalfStorage": np.dtype("float16"),
+    "BFloat16Storage": np.dtype("uint16"),
+    "LongStorage": np.dtype("int64"),
+    "IntStorage": np.dtype("int32"),
+    "ByteStorage": np.dtype("uint8"),
+    "BoolStorage": np.dtype("bool"),
+}
+# Wrappers training scripts put around the state dict.
+STATE_DICT_WRAPPER_KEYS = ("state_dict", "model")
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+  """A checkpoint's pickle names a global that is not on the allow-list."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+  name: str
+
+  @property
+  def dtype(self) -> np.dtype:
+    return STORAGE_DTYPES[self.name]
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageRef:
+  key: str
+  storage_type: _StorageType
+  numel: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+  """A tensor whose storage may not have been read yet (legacy files put storages last)."""
+  storage: _StorageRef
+  offset: int
+  size: tuple
+  stride: tuple
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _TensorRef:
+  # Covers torch._utils._rebuild_tensor (PyTorch < 0.4) and _rebuild_tensor_v2, whose extra
+  # arguments (requires_grad, backward_hooks, metadata) do not matter for weights.
+  if not isinstance(storage, _StorageRef):
+    raise pickle.UnpicklingError(f"tensor rebuilt from {type(storage).__name__}, not a storage")
+  return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
+  return data
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+  """An unpickler that only builds dicts, tensors and storages.
+
+  Args:
+    file: A binary file positioned at a pickle.
+    persistent_load: Resolves a persistent id (a tuple) to an object.
+    source: Name of the checkpoint, for error messages.
+  """
+
+  def __init__(self, file, persistent_load: Callable[[tuple], Any], source: str):
+    super().__init__(file)
+    self._persistent_load = persistent_load
+    self._source = source
+
+  def find_class(self, module: str, name: str):
+    try:
+      return _ALLOWED_GLOBALS[(module, name)]
+    except KeyError:
+      raise UnsafeCheckpointError(
+          f"{self._source}: refusing to load global {module}.{name}; a weights checkpoint only "
+          "needs OrderedDict, tensors and storages") from None
+
+  def persistent_load(self, pid):
+    return self._persistent_load(pid)
+
+
+def _storage_ref(pid, source: str) -> _StorageRef:
+  if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+          and isinstance(pid[1], _StorageType)):
+    raise pickle.UnpicklingError(f"{source}: unsupported persistent id {pid!r:.100}")
+  if len(pid) > 5 and pid[5] is not None:
+    raise pickle.UnpicklingError(f"{source}: storage views (legacy view_metadata) are not supported")
+  return _StorageRef(key=str(pid[2]), storage_type=pid[1], numel=int(pid[4]))
+
+
+def _storage_array(raw: bytes, ref: _StorageRef, little_endian: bool, source: str) -> np.ndarray:
+  dtype = ref.storage_type.dtype.newbyteorder("<" if little_endian else ">")
+  if len(raw) < ref.numel * dtype.itemsize:
+    raise ValueError(f"{source}: storage {ref.key} holds {len(raw)} bytes, "
+                     f"{ref.numel * dtype.itemsize} expected")
+  array = np.frombuffer(raw, dtype, count=ref.numel).astype(dtype.newbyteorder("="))
+  if ref.storage_type.name == "BFloat16Storage":
+    array = (array.astype(np.uint32) << 16).view(np.float32)
+  return array
+
+
+def _tensor(ref: _TensorRef, storages: dict[str, np.ndarray], source: str) -> np.ndarray:
+  storage = storages[ref.storage.key]
+  if any(s < 0 for s in ref.stride) or len(ref.size) != len(ref.stride) or ref.offset < 0:
+    raise ValueError(f"{source}: invalid tensor geometry size={ref.size} stride={ref.stride}")
+  if 0 in ref.size:
+    return np.zeros(ref.size, storage.dtype)
+  # A checkpoint is untrusted: the last element must lie inside its storage before striding.
+  last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+  if last >= storage.size:
+    raise ValueError(f"{source}: tensor (offset {ref.offset}, size {ref.size}, stride "
+                     f"{ref.stride}) exceeds its storage of {storage.size} elements")
+  strides = tuple(s * storage.itemsize for s in ref.stride)
+  view = np.lib.stride_tricks.as_strided(storage[ref.offset:], ref.size, strides, writeable=False)
+  return np.array(view)
+
+
+def _resolve(obj, storages: dict[str, np.ndarray], source: str):
+  """Replaces every `_TensorRef` in nested dicts/lists/tuples by its numpy array."""
+  if isinstance(obj, _TensorRef):
+    return _tensor(obj, storages, source)
+  if isinstance(obj, dict):
+    resolved = type(obj)()
+    for key, value in obj.items():
+      resolved[key] = _resolve(value, storages, source)
+    return resolved
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_resolve(value, storages, source) for value in obj)
+  return obj
+
+
+def _load_zip(path: str) -> Any:
+  with zipfile.ZipFile(path) as archive:
+    names = archive.namelist()
+    pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+    if len(pickles) != 1:
+      raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
+    root = pickles[0][:-len("data.pkl")]
+    byteorder = root + "byteorder"
+    little_endian = (byteorder not in names
+                     or archive.read(byteorder).decode().strip() == "little")
+    refs: dict[str, _StorageRef] = {}
+
+    def persistent_load(pid):
+      ref = _storage_ref(pid, path)
+      refs[ref.key] = ref
+      return ref
+
+    with archive.open(pickles[0]) as f:
+      obj = RestrictedUnpickler(f, persistent_load, path).load()
+    storages = {}
+    for key, ref in refs.items():
+      entry = f"{root}data/{key}"
+      if entry not in names:
+        raise ValueError(f"{path}: storage {key} missing from the archive")
+      storages[key] = _storage_array(archive.read(entry), ref, little_endian, path)
+  return _resolve(obj, storages, path)
+
+
+def _load_legacy(path: str) -> Any:
+  refs: dict[str, _StorageRef] = {}
+
+  def persistent_load(pid):
+    ref = _storage_ref(pid, path)
+    refs.setdefault(ref.key, ref)
+    return ref
+
+  def refuse_persistent(pid):
+    raise pickle.UnpicklingError(f"{path}: unexpected persistent id in the header")
+
+  with open(path, "rb") as f:
+    try:
+      magic = RestrictedUnpickler(f, refuse_persistent, path).load()
+    except UnsafeCheckpointError:
+      raise
+    except Exception as e:  # Not a pickle at all: say what the file is not.
+      raise ValueError(f"{path}: neither a zip nor a legacy PyTorch checkpoint ({e})") from None
+    if magic != LEGACY_MAGIC_NUMBER:
+      raise ValueError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+    protocol = RestrictedUnpickler(f, refuse_persistent, path).load()
+    if protocol != LEGACY_PROTOCOL_VERSION:
+      raise ValueError(f"{path}: unsupported legacy protocol version {protocol}")
+    sys_info = RestrictedUnpickler(f, refuse_persistent, path).load()
+    little_endian = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    obj = RestrictedUnpickler(f, persistent_load, path).load()
+    keys = RestrictedUnpickler(f, refuse_persistent, path).load()
+    storages = {}
+    for key in keys:
+      if key not in refs:
+        raise ValueError(f"{path}: storage {key} listed but never referenced")
+      ref = refs[key]
+      header = f.read(8)
+      if len(header) != 8:
+        raise ValueError(f"{path}: truncated before storage {key}")
+      count, = struct.unpack("<q" if little_endian else ">q", header)
+      if count != ref.numel:
+        raise ValueError(f"{path}: storage {key} has {count} elements, {ref.numel} expected")
+      raw = f.read(count * ref.storage_type.dtype.itemsize)
+      storages[key] = _storage_array(raw, ref, little_endian, path)
+  missing = set(refs) - set(storages)
+  if missing:
+    raise ValueError(f"{path}: storages {sorted(missing)[:5]} referenced but not stored")
+  return _resolve(obj, storages, path)
+
+
+def load_torch_checkpoint(path: str) -> Any:
+  """Unpickles a `torch.save` file with tensors as numpy arrays.
+
+  Args:
+    path: A local `.pth` / `.pt` file (zip or legacy format).
+
+  Returns:
+    The saved object (typically an OrderedDict of name -> numpy array).
+
+  Raises:
+    UnsafeCheckpointError: when the pickle names a global outside the allow-list.
+    ValueError: when the file is not a readable PyTorch checkpoint.
+  """
+  if zipfile.is_zipfile(path):
+    return _load_zip(path)
+  return _load_legacy(path)
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a checkpoint's state dict, unwrapping `{"state_dict": ...}` / `{"model": ...}`.
+
+  Args:
+    path: A `.pth` file.
+
+  Returns:
+    An ordered dict of parameter / buffer name -> numpy array.
+
+  Raises:
+    ValueError: when the checkpoint holds no name -> tensor mapping.
+  """
+  obj = load_torch_checkpoint(path)
+  for key in STATE_DICT_WRAPPER_KEYS:
+    if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+      obj = obj[key]
+      break
+  if not isinstance(obj, dict) or not obj:
+    raise ValueError(f"{path}: no state dict found (got {type(obj).__name__})")
+  tensors = collections.OrderedDict(
+      (key, value) for key, value in obj.items() if isinstance(value, np.ndarray))
+  if not tensors:
+    raise ValueError(f"{path}: the state dict holds no tensors (keys: {list(obj)[:5]})")
+  return tensors
+
