@@ -115,6 +115,13 @@ def voc_palette(num_colours: int = 256) -> tuple[tuple[int, int, int], ...]:
 
 VOC_PALETTE = voc_palette(21)
 
+# Storage space -> the names of its classes (ids 0..n-1); converters count pixels per class with it.
+STORAGE_CLASSES = {
+    "cityscapes19": CITYSCAPES_CLASSES,
+    "camvid11": CAMVID_CLASSES,
+    "voc21": VOC_CLASSES,
+}
+
 # IDD level-3 ids (IDD's helpers/anue_labels.py, `level3Id`) -> Cityscapes train ids where IDD has
 # the same class; IDD-only classes (auto-rickshaw, curb, billboard, ...) -> ignore.
 IDD_LEVEL3_TO_TRAIN_ID = {
