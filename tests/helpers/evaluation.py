@@ -11,8 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.helpers import models
-from tfdaseg.data import schema
+from tfdaseg.data import schema, shards
 from tfdaseg.training.checkpoints import write_generator_spec
+from tfdaseg.utils.files import atomic_write_json
 
 NUM_CLASSES = 19
 # (width, height), as the CLIs take it.
@@ -82,27 +83,34 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def write_split(output_dir: str, images: np.ndarray, labels: np.ndarray | None = None,
-                name: str = "tiny-val") -> str:
-  """Writes one TFRecord shard of (image, label) records in the tfdaseg schema.
+                dataset: str = "tiny", split: str = "val",
+                class_space: str = "cityscapes19") -> str:
+  """Writes a one-shard split in the tfdaseg schema, with its manifest.
 
   Args:
     output_dir: Where to write.
     images: uint8 [N, H, W, 3].
     labels: uint8 [N, h, w] storage ids (may be larger than the images), or None (unlabelled).
-    name: "{dataset}-{split}".
+    dataset: Dataset name of the files.
+    split: Split name of the files.
+    class_space: The storage space recorded in the manifest.
 
   Returns:
-    The shard's file pattern.
+    The split's shard glob.
   """
   os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, f"{name}-00000-of-00001.tfrecord")
-  with tf.io.TFRecordWriter(path) as writer:
+  name = shards.shard_name(dataset, split, 0, 1)
+  with tf.io.TFRecordWriter(os.path.join(output_dir, name)) as writer:
     for i, image in enumerate(images):
       label = None if labels is None else _png(labels[i][..., None])
       example = schema.make_example(_png(image), "png", image.shape[0], image.shape[1],
                                     f"image_{i:03d}.png", label_png=label)
       writer.write(example.SerializeToString())
-  return path
+  atomic_write_json(shards.manifest_path(output_dir, dataset, split), {
+      "format": shards.MANIFEST_FORMAT, "dataset": dataset, "split": split,
+      "class_space": class_space, "labelled": labels is not None, "count": len(images),
+      "num_shards": 1, "shards": [name], "shard_lengths": [len(images)]})
+  return shards.shard_glob(output_dir, dataset, split)
 
 
 def write_image_files(folder: str, images: np.ndarray) -> list[str]:

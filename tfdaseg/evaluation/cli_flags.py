@@ -25,8 +25,9 @@ flags.DEFINE_list("scales", ["1.0"], "Test-time scales of --input_size; softmax 
                   "averaged.")
 flags.DEFINE_bool("flip", False, "Average with horizontally flipped images (test-time "
                   "augmentation).")
-flags.DEFINE_enum("resize", "bicubic", IMAGE_RESIZERS.names(), "How images are resized to "
-                  "--input_size.")
+flags.DEFINE_enum("resize", "bilinear", IMAGE_RESIZERS.names(), "How images are resized to "
+                  "--input_size: bilinear like the training pipeline, or bicubic like the "
+                  "reference's PIL loaders.")
 flags.DEFINE_string("output", None, "The folder to write.")
 flags.DEFINE_string("output_dir", None, "The folder to write results to.")
 

@@ -1,8 +1,10 @@
 """Dense prediction from a generator: resize to the model's input, run, upsample, average.
 
-One code path serves evaluation, prediction and the exported SavedModel, so the three agree
-pixel for pixel. Images are resized to the model's input size like the reference loaders
-(AdaptSegNet cityscapes_dataset.py: PIL BICUBIC to 1024x512), logits are upsampled bilinearly
+One code path serves evaluation, prediction, validation during training and the exported
+SavedModel, so they agree pixel for pixel. Images are resized to the model's input size in the
+graph: bilinearly by default, like the training pipeline (tfdaseg.data.pipeline's default
+interpolation; resizing commutes with the Caffe preprocessing), or "bicubic" like the reference
+loaders (AdaptSegNet cityscapes_dataset.py: PIL BICUBIC to 1024x512). Logits are upsampled bilinearly
 with aligned corners to the output size before the softmax (AdaptSegNet pytorch_0.4
 evaluate_cityscapes.py: nn.Upsample(size=(1024, 2048), mode="bilinear", align_corners=True)),
 and test-time augmentation averages the softmax over scales and horizontal flips.
@@ -30,16 +32,17 @@ def keras_forward(generator: keras.Model) -> Forward:
 IMAGE_RESIZERS: Registry = Registry("image resize method")
 
 
+@IMAGE_RESIZERS.register("bilinear")
+def _resize_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  # The training pipeline's default; a builtin TFLite op (RESIZE_BILINEAR).
+  return tf.image.resize(images, size, method="bilinear")
+
+
 @IMAGE_RESIZERS.register("bicubic")
 def _resize_bicubic(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
   # PIL's BICUBIC (the reference loaders) widens its kernel when shrinking: antialias=True.
+  # No TFLite kernel exists for it.
   return tf.image.resize(images, size, method="bicubic", antialias=True)
-
-
-@IMAGE_RESIZERS.register("bilinear")
-def _resize_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  # Builtin TFLite op (RESIZE_BILINEAR); the antialiased kernels are not.
-  return tf.image.resize(images, size, method="bilinear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,7 @@ class InferenceOptions:
   input_size: tuple[int, int] | None = None
   scales: tuple[float, ...] = (1.0,)
   flip: bool = False
-  resize: str = "bicubic"
+  resize: str = "bilinear"
 
   def __post_init__(self):
     if not self.scales or any(s <= 0 for s in self.scales):

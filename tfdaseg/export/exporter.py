@@ -68,8 +68,8 @@ def write_keras(request: ExportRequest, folder: str) -> dict:
 def write_tflite(request: ExportRequest, folder: str) -> dict:
   """Converts the serving function to model.tflite (builtin ops only).
 
-  The antialiased resize of the reference loaders has no TFLite kernel, so the TFLite model
-  resizes its input bilinearly; export.json records the method used.
+  The antialiased "bicubic" resize has no TFLite kernel, so the TFLite model always resizes
+  its input bilinearly; export.json records the method used.
   """
   options = request.options
   if options.resize != "bilinear":
