@@ -1,0 +1,77 @@
+"""Loss functions against independent numpy implementations of the reference formulas."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdaseg.training import losses
+
+
+def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """nn.Upsample(mode="bilinear", align_corners=True): output i samples i * (in - 1) / (out - 1)."""
+  _, in_h, in_w, _ = image.shape
+
+  def coords(n_out, n_in):
+    if n_out == 1:
+      return np.zeros(1)
+    return np.arange(n_out) * (n_in - 1) / (n_out - 1)
+
+  ys, xs = coords(out_h, in_h), coords(out_w, in_w)
+  y0 = np.floor(ys).astype(int)
+  x0 = np.floor(xs).astype(int)
+  y1, x1 = np.minimum(y0 + 1, in_h - 1), np.minimum(x0 + 1, in_w - 1)
+  wy, wx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
+  top = image[:, y0][:, :, x0] * (1 - wx) + image[:, y0][:, :, x1] * wx
+  bottom = image[:, y1][:, :, x0] * (1 - wx) + image[:, y1][:, :, x1] * wx
+  return top * (1 - wy) + bottom * wy
+
+
+@pytest.mark.parametrize("out_size", [(9, 13), (4, 4), (17, 5)])
+def test_upsample_bilinear_matches_align_corners_formula(out_size):
+  image = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype(np.float32)
+  expected = numpy_upsample_align_corners(image.astype(np.float64), *out_size)
+  actual = losses.upsample_bilinear(image, out_size).numpy()
+  np.testing.assert_allclose(actual, expected, atol=1e-5)
+  # Corner pixels map exactly onto corner pixels (what align_corners means).
+  np.testing.assert_allclose(actual[:, -1, -1], image[:, -1, -1], atol=1e-6)
+
+
+def test_upsample_bilinear_compiles_with_xla():
+  image = tf.random.normal([1, 5, 7, 2])
+  compiled = tf.function(lambda x: losses.upsample_bilinear(x, [11, 9]), jit_compile=True)
+  np.testing.assert_allclose(compiled(image), losses.upsample_bilinear(image, [11, 9]),
+                             atol=1e-5)
+
+
+def numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  valid = (labels >= 0) & (labels < num_classes)
+  picked = np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+  return float(-(picked * valid).sum() / max(valid.sum(), 1))
+
+
+def test_segmentation_loss_upsamples_and_ignores_255():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, (2, 12, 15)).astype(np.int32)
+  labels[:, :3] = 255
+  expected = numpy_cross_entropy(numpy_upsample_align_corners(logits.astype(np.float64), 12, 15),
+                                 labels, 3)
+  actual = float(losses.segmentation_loss(logits, labels, 3))
+  assert actual == pytest.approx(expected, rel=1e-5)
+
+
+def test_segmentation_loss_is_zero_without_labelled_pixels():
+  logits = tf.random.normal([1, 2, 2, 3])
+  assert float(losses.segmentation_loss(logits, tf.fill([1, 8, 8], 255), 3)) == 0.0
+
+
+def test_entropy_matches_advent_formula():
+  logits = np.random.default_rng(2).normal(size=(2, 3, 4, 5)).astype(np.float32)
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  # ADVENT prob_2_entropy and entropy_loss (log2 / log2(C) == ln / ln(C)).
+  expected_map = -p * np.log2(p + 1e-30) / np.log2(5)
+  np.testing.assert_allclose(losses.normalised_entropy_map(logits), expected_map, atol=1e-6)
+  expected = -np.sum(p * np.log2(p + 1e-30)) / (2 * 3 * 4 * np.log2(5))
+  assert float(losses.entropy_loss(logits)) == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,36 @@
+"""Trains a segmentation network with a domain-adaptation method.
+
+Usage:
+  python -m tfdaseg.train --flagfile=configs/gta5_to_cityscapes/adaptsegnet_multi.cfg \
+      --model_dir=runs/adaptsegnet_multi [--flag=value overrides]
+
+Re-running the same command resumes from the last checkpoint in --model_dir.
+"""
+
+from absl import app, flags
+
+from tfdaseg.training import config as train_config
+from tfdaseg.training.inputs import DataError
+from tfdaseg.training.loop import NonFiniteLossError
+from tfdaseg.training import runner
+
+train_config.define_flags(flags.FLAGS)
+
+
+def main(argv: list[str]) -> None:
+  """Runs training from the parsed flags; bad settings exit with one clear message."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    runner.run(train_config.TrainConfig.from_flags(flags.FLAGS))
+  except (train_config.ConfigError, DataError, FileNotFoundError, NonFiniteLossError) as e:
+    raise SystemExit(f"tfdaseg.train: {e}") from None
+
+
+def run() -> None:
+  """Console-script entry point (`tfdaseg-train`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

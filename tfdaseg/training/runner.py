@@ -1,0 +1,113 @@
+"""A training run from a `TrainConfig`: checks, strategy, models, data, then the loop."""
+
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfdaseg import models
+from tfdaseg.training import inputs, loop
+from tfdaseg.training.checkpoints import list_checkpoints, write_generator_spec
+from tfdaseg.training.config import ConfigError, TrainConfig, validate
+from tfdaseg.training.model import OptimizerConfig, build_training_model
+from tfdaseg.training.precision import set_precision
+from tfdaseg.training.strategies import build_strategy, is_chief, resolve_xla
+from tfdaseg.training.validation import Validator
+
+
+def restore_generator_weights(generator: keras.Model, path: str) -> None:
+  """Copies the weights of the `.keras` generator at `path` into `generator`, layer by layer.
+
+  Raises:
+    ValueError: naming the file, when a layer is missing or its weights do not fit.
+  """
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"--restore_from={path}: no such file")
+  source = keras.models.load_model(path, compile=False)
+  by_name = {layer.name: layer for layer in source.layers}
+  problems = []
+  for layer in generator.layers:
+    if not layer.weights:
+      continue
+    other = by_name.get(layer.name)
+    shapes = [tuple(w.shape) for w in layer.weights]
+    if other is None or [tuple(w.shape) for w in other.weights] != shapes:
+      problems.append(layer.name)
+      continue
+    layer.set_weights(other.get_weights())
+  if problems:
+    raise ValueError(f"--restore_from={path}: {len(problems)} layers missing or of another "
+                     f"shape, e.g. {problems[:5]} (was it built with the same --model, "
+                     "--blocks, --base_width and class count?)")
+  logging.info("generator weights restored from %s", path)
+
+
+def initialise_generator(generator: keras.Model, config: TrainConfig) -> None:
+  """Applies --init_weights (ImageNet backbone) or --restore_from (whole generator)."""
+  if config.restore_from:
+    restore_generator_weights(generator, config.restore_from)
+  elif config.init_weights:
+    from tfdaseg.models.imagenet_init import load_imagenet_weights
+    load_imagenet_weights(generator, config.init_weights, config.model)
+
+
+def finished_step(model_dir: str) -> int:
+  """The step of the newest checkpoint in `model_dir` (0 when there is none)."""
+  found = list_checkpoints(model_dir) if tf.io.gfile.isdir(model_dir) else []
+  return found[-1][0] if found else 0
+
+
+def run(config: TrainConfig) -> loop.TrainResult:
+  """Trains as `config` says, resuming from `config.model_dir` when it holds checkpoints.
+
+  Raises:
+    ConfigError, inputs.DataError: for settings or data that cannot work (before training).
+    loop.NonFiniteLossError: when a loss becomes NaN or infinite.
+  """
+  validate(config)
+  done = finished_step(config.model_dir)
+  if done >= config.num_steps_stop:
+    logging.info("%s already holds step %d (num_steps_stop %d): nothing to do", config.model_dir,
+                 done, config.num_steps_stop)
+    return loop.TrainResult(done, done, 0.0, {})
+  set_precision(config.mixed_precision)
+  keras.utils.set_random_seed(config.random_seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  strategy = build_strategy(config.strategy)
+  replicas = strategy.num_replicas_in_sync
+  if config.batch_size % replicas:
+    raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {replicas} "
+                      f"replicas of --strategy={config.strategy}")
+  method = config.build_method()
+  streams = inputs.training_streams(config, method)
+  validator = None
+  if config.eval_every:
+    validator = Validator(inputs.validation_dataset_fn(config), config.target_classes,
+                          config.model_class_set)
+  with strategy.scope():
+    generator = models.build(config.model, **config.generator_options())
+    initialise_generator(generator, config)
+    model = build_training_model(
+        generator, method, num_classes=config.model_class_set.num_classes,
+        head_variables=models.split_head_variables(generator)[1],
+        config=OptimizerConfig(config.learning_rate, config.learning_rate_d, config.num_steps,
+                               config.power, config.momentum, config.weight_decay),
+        precision=config.mixed_precision, jit_compile=resolve_xla(config.xla, strategy))
+  if is_chief(strategy):
+    write_generator_spec(config.model_dir, generator, config.class_set, config.target_size)
+  dataset_fn = inputs.training_dataset_fn(streams, config.batch_size)
+  preview = None
+  if config.image_summary_every:
+    preview = inputs.preview(dataset_fn, config.model_class_set.palette, config.random_seed)
+  logging.info("%s with %s on %d replica(s), xla=%s, precision=%s, model_dir=%s", config.method,
+               config.model, replicas, model.jit_compile_step, config.mixed_precision,
+               os.path.abspath(config.model_dir))
+  return loop.train(model, strategy, dataset_fn, config.model_dir, loop.LoopConfig(
+      num_steps_stop=config.num_steps_stop, save_pred_every=config.save_pred_every,
+      iter_size=config.iter_size, keep_checkpoints=config.keep_checkpoints,
+      summary_every=config.summary_every, image_summary_every=config.image_summary_every,
+      eval_every=config.eval_every, random_seed=config.random_seed,
+      images_per_step=config.batch_size * config.iter_size * len(streams)),
+      validator=validator, preview=preview)
