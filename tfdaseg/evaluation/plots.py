@@ -91,8 +91,29 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str,
   return _save(figure, path)
 
 
+def smooth(values: Sequence[float], weight: float) -> np.ndarray:
+  """TensorBoard's exponential moving average, debiased at the start.
+
+  Args:
+    values: The raw curve.
+    weight: Smoothing in [0, 1); 0 returns the curve unchanged.
+
+  Returns:
+    The smoothed curve.
+  """
+  values = np.asarray(values, dtype=np.float64)
+  if not 0.0 <= weight < 1.0:
+    raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+  smoothed = np.empty_like(values)
+  average = 0.0
+  for i, value in enumerate(values):
+    average = weight * average + (1.0 - weight) * value
+    smoothed[i] = average / (1.0 - weight ** (i + 1))
+  return smoothed
+
+
 def plot_curves(runs: Mapping[str, Curves], path: str, tags: Sequence[str] | None = None,
-                title: str = "") -> str:
+                title: str = "", smoothing: float = 0.0) -> str:
   """One panel per tag (loss, learning rate, mIoU, ...), one line per run.
 
   Args:
@@ -100,6 +121,8 @@ def plot_curves(runs: Mapping[str, Curves], path: str, tags: Sequence[str] | Non
     path: The PNG to write.
     tags: The tags to draw, in order; every tag of any run when None.
     title: Figure title.
+    smoothing: Exponential moving-average weight (as TensorBoard's slider); the raw curve is
+      drawn faintly behind a smoothed one.
 
   Returns:
     `path`.
@@ -113,10 +136,15 @@ def plot_curves(runs: Mapping[str, Curves], path: str, tags: Sequence[str] | Non
   figure = Figure(figsize=(4.5 * columns, 3.2 * rows))
   for index, tag in enumerate(tags):
     axes = figure.add_subplot(rows, columns, index + 1)
-    for label, curves in runs.items():
+    for run_index, (label, curves) in enumerate(runs.items()):
       if tag in curves:
         steps, values = curves[tag]
-        axes.plot(steps, values, label=label, marker="." if len(steps) < 30 else None)
+        colour = f"C{run_index}"
+        if smoothing > 0 and len(values) > 2:
+          axes.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+          values = smooth(values, smoothing)
+        axes.plot(steps, values, color=colour, label=label,
+                  marker="." if len(steps) < 30 else None)
     axes.set_title(tag, fontsize="medium")
     axes.set_xlabel("step")
     axes.grid(alpha=0.3)
