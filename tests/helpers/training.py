@@ -1,5 +1,7 @@
 """Tiny trainers and in-memory data for the training tests (no TFRecords, 32x32 images)."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -88,3 +90,33 @@ def assert_weights_close(actual: list, expected: list, atol: float = 1e-6) -> No
   assert len(actual) == len(expected)
   for a, e in zip(actual, expected):
     np.testing.assert_allclose(a, e, atol=atol, rtol=1e-5)
+
+
+def write_tiny_tfrecords(directory: str) -> dict[str, str]:
+  """Converts miniature GTA5 and Cityscapes (train unlabelled, val labelled) with the real
+  converters into `directory`; returns the flag -> file pattern of each split."""
+  from tests.helpers import datasets
+  from tfdaseg.data.converters import CONVERTERS, ConverterOptions
+  from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
+
+  jobs = {"source_train": ("gta5", "train", datasets.write_gta5, False),
+          "target_train": ("cityscapes", "train", datasets.write_cityscapes, True),
+          "target_val": ("cityscapes", "val", datasets.write_cityscapes, False)}
+  patterns = {}
+  for flag, (name, split, writer, unlabeled) in jobs.items():
+    root = os.path.join(directory, "raw", name)
+    writer(root) if name == "gta5" else writer(root, split)
+    converter = CONVERTERS.get(name)(root, ConverterOptions(unlabeled=unlabeled))
+    output = os.path.join(directory, "tfrecords")
+    write_split(converter, name, split, output, WriteOptions(num_shards=2, num_workers=0))
+    patterns[flag] = os.path.join(output, f"{name}-{split}-*.tfrecord")
+  return patterns
+
+
+# Flags that make `python -m tfdaseg.train` tiny (with write_tiny_tfrecords' patterns).
+TINY_TRAIN_FLAGS = [
+    "--blocks=1,1,1,1", "--base_width=4", "--nofreeze_bn", "--discriminator_base_filters=4",
+    "--input_size=32,32", "--input_size_target=32,32", "--num_steps=20", "--num_steps_stop=4",
+    "--save_pred_every=2", "--summary_every=1", "--image_summary_every=2", "--strategy=one_device",
+    "--learning_rate=2.5e-4", "--learning_rate_d=1e-3",
+]

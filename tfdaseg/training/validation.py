@@ -37,7 +37,8 @@ class Validator:
     num_classes = self.class_set.num_classes
     options = inference.InferenceOptions()
 
-    @tf.function
+    # Validation images may differ in size: relax shapes instead of tracing per size.
+    @tf.function(reduce_retracing=True)
     def batch_matrix(images, labels):
       probabilities = inference.predict_probabilities(
           inference.keras_forward(generator), images, options,
