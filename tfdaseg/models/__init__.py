@@ -9,5 +9,6 @@ from tfdaseg.models import (  # noqa: F401  (registration)
 from tfdaseg.models.aspp_classifier import AsppClassifier  # noqa: F401
 from tfdaseg.models.class_wise_discriminator import PerClassDense  # noqa: F401
 from tfdaseg.models.head_variables import split_head_variables  # noqa: F401
+from tfdaseg.models.imagenet_init import load_imagenet_weights  # noqa: F401
 from tfdaseg.models.pooling import CeilModeMaxPooling2D  # noqa: F401
 from tfdaseg.models.registry import MODELS, build  # noqa: F401
