@@ -4,32 +4,44 @@ Usage:
   python -m tfdaseg.train --flagfile=configs/gta5_to_cityscapes/adaptsegnet_multi.cfg \
       --model_dir=runs/adaptsegnet_multi [--flag=value overrides]
 
-Re-running the same command resumes from the last checkpoint in --model_dir.
+Re-running the same command resumes from the last checkpoint in --model_dir. The flags live in
+their own `FlagValues` (several of their names are also evaluate's), joined to absl's global
+flags only when this command runs.
 """
 
 from absl import app, flags
 
 from tfdaseg.training import config as train_config
+from tfdaseg.training import runner
 from tfdaseg.training.inputs import DataError
 from tfdaseg.training.loop import NonFiniteLossError
-from tfdaseg.training import runner
 
-train_config.define_flags(flags.FLAGS)
+FLAGS = flags.FlagValues()
+train_config.define_flags(FLAGS)
 
 
 def main(argv: list[str]) -> None:
-  """Runs training from the parsed flags; bad settings exit with one clear message."""
+  """Runs training from the parsed `FLAGS`; bad settings exit with one clear message."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    runner.run(train_config.TrainConfig.from_flags(flags.FLAGS))
+    runner.run(train_config.TrainConfig.from_flags(FLAGS))
   except (train_config.ConfigError, DataError, FileNotFoundError, NonFiniteLossError) as e:
-    raise SystemExit(f"tfdaseg.train: {e}") from None
+    raise SystemExit(f"tfdaseg.train: error: {e}") from None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  remaining = flags.FLAGS(argv)
+  FLAGS.mark_as_parsed()
+  return remaining
 
 
 def run() -> None:
   """Console-script entry point (`tfdaseg-train`)."""
-  app.run(main)
+  flags.FLAGS.append_flag_values(FLAGS)
+  for name in FLAGS:
+    flags.declare_key_flag(name)  # Listed by --help.
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

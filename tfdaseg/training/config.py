@@ -28,7 +28,7 @@ class ConfigError(ValueError):
   """A flag value (or combination) that cannot work."""
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(fv: flags.FlagValues) -> None:
   """Declares the training flags on `fv` (reference values in each help)."""
   d = dict(flag_values=fv)
   flags.DEFINE_string("model_dir", None, "Run folder: generator.json, checkpoints, TensorBoard "
@@ -194,7 +194,7 @@ class TrainConfig:
   random_seed: int
 
   @classmethod
-  def from_flags(cls, fv: flags.FlagValues = flags.FLAGS) -> "TrainConfig":
+  def from_flags(cls, fv: flags.FlagValues) -> "TrainConfig":
     """Reads the parsed flags.
 
     Raises:

@@ -1,0 +1,115 @@
+"""The training flags: every shipped config parses and validates; bad settings fail clearly."""
+
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from tests.helpers import training as helpers
+from tfdaseg.training import config as train_config
+from tfdaseg.training import inputs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPECTED_CONFIGS = {
+    "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
+                           "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
+                           "advent", "advent_minent"},
+    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent"},
+    "synthia_to_camvid": {"adaptsegnet_multi"},
+}
+
+
+def parse(*argv: str) -> train_config.TrainConfig:
+  fv = flags.FlagValues()
+  train_config.define_flags(fv)
+  fv(["train", *argv])
+  return train_config.TrainConfig.from_flags(fv)
+
+
+def config_path(setting: str, name: str) -> str:
+  return os.path.join(REPO, "configs", setting, f"{name}.cfg")
+
+
+def test_every_expected_config_exists():
+  for setting, names in EXPECTED_CONFIGS.items():
+    found = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(REPO, "configs", setting,
+                                                                       "*.cfg"))}
+    assert found == names, setting
+
+
+@pytest.mark.parametrize("setting,name", sorted(
+    (s, n) for s, names in EXPECTED_CONFIGS.items() for n in names))
+def test_config_parses_and_validates(setting, name):
+  path = config_path(setting, name)
+  with open(path) as f:
+    header = [line for line in f if line.startswith("#")]
+  # The top comment cites the reported mIoU and its source (or says there is none).
+  assert any(line.startswith("# Reported:") for line in header)
+  config = parse(f"--flagfile={path}")
+  train_config.validate(config, require_model_dir=False)
+  method = config.build_method()
+  assert config.method in name
+  assert config.model_class_set.num_classes == config.target_classes.num_classes
+  # The reference setup: multi-level configs use the two-head model, single-level the one-head.
+  if config.levels == "multi" and method.discriminators():
+    assert config.model == "deeplab_v2_resnet101_multi"
+
+
+def test_reference_defaults():
+  config = parse()
+  assert (config.learning_rate, config.learning_rate_d, config.momentum, config.weight_decay,
+          config.power, config.num_steps, config.num_steps_stop, config.lambda_seg,
+          config.lambda_adv_target1, config.lambda_adv_target2, config.batch_size,
+          config.iter_size, config.source_size, config.target_size, config.random_seed) == (
+              2.5e-4, 1e-4, 0.9, 0.0005, 0.9, 250000, 150000, 0.1, 0.0002, 0.001, 1, 1,
+              (1280, 720), (1024, 512), 1234)
+
+
+DATA = ["--source_train=s-*.tfrecord", "--target_train=t-*.tfrecord", "--model_dir=/tmp/x"]
+BAD_SETTINGS = {
+    "unknown method": (["--method=cycada"], "known: adaptsegnet, advent, source_only"),
+    "unknown model": (["--model=unet"], "known: "),
+    "size not W,H": (["--input_size=1280x720"], "expected W,H"),
+    "size too small": (["--input_size_target=16,512"], ">= 32"),
+    "stop past decay": (["--num_steps=10", "--num_steps_stop=20"], "past --num_steps"),
+    "class sets differ": (["--class_set=16", "--target_class_set=19"], "--class_set=16 has 16"),
+    "num_classes": (["--num_classes=16"], "--num_classes=16"),
+    "missing target data": (["--target_train="], "--target_train"),
+    "eval without data": (["--eval_every=10"], "needs --target_val"),
+    "both inits": (["--init_weights=a.h5", "--restore_from=b.keras"], "not both"),
+    "zero batch": (["--batch_size=0"], "--batch_size=0"),
+    "negative weight": (["--lambda_adv_target2=-1"], "must be >= 0"),
+    "bad blocks": (["--blocks=3,x"], "expected integers"),
+    "no model_dir": (["--model_dir="], "--model_dir is required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_settings_fail_with_one_clear_message(case):
+  argv, message = BAD_SETTINGS[case]
+  with pytest.raises(train_config.ConfigError, match=message.replace("(", r"\(")):
+    train_config.validate(parse(*DATA, *argv))
+
+
+def test_enum_flags_are_checked_when_parsing():
+  with pytest.raises(flags.IllegalFlagValueError):
+    parse("--gan=wgan")
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+  return helpers.write_tiny_tfrecords(str(tmp_path_factory.mktemp("data")))
+
+
+def test_data_patterns_and_class_spaces_are_checked(tfrecords, tmp_path):
+  base = [f"--{k}={v}" for k, v in tfrecords.items()] + [f"--model_dir={tmp_path}"]
+  config = parse(*base)
+  method = config.build_method()
+  assert set(inputs.training_streams(config, method)) == {"source", "target"}
+  missing = parse(*base, f"--source_train={tmp_path}/nothing-*.tfrecord")
+  with pytest.raises(inputs.DataError, match="--source_train=.*no file matches"):
+    inputs.training_streams(missing, method)
+  camvid = parse(*base, "--class_set=11")
+  with pytest.raises(inputs.DataError, match="'cityscapes19' labels but class set '11'"):
+    inputs.training_streams(camvid, method)
