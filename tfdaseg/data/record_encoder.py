@@ -127,7 +127,8 @@ def encode_pair(converter: Converter, pair: SourcePair,
     if converter.class_labels:
       class_ids = np.nonzero(class_pixels[:num_classes])[0].tolist()
   example = schema.make_example(data, fmt, height, width, pair.filename, label_png, class_ids)
-  return EncodedExample(pair.filename, example.SerializeToString(), class_pixels)
+  # Deterministic: map fields in a fixed order, so shards are identical whichever process wrote them.
+  return EncodedExample(pair.filename, example.SerializeToString(deterministic=True), class_pixels)
 
 
 # Worker-process state, set once per process by `init_worker` (a ProcessPoolExecutor initializer).

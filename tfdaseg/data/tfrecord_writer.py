@@ -198,6 +198,21 @@ def _manifest(converter: Converter, dataset: str, split: str, names: list[str],
   }
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+  """Where worker processes come from.
+
+  Not plain fork(): the parent may have TensorFlow's threads running, which fork() does not
+  copy safely. A fork server is a fresh process that imports the encoder (and so TensorFlow)
+  once and forks workers from there, so each pool starts in well under a second after the
+  first; spawn (a fresh import per worker) is the fallback where fork servers do not exist.
+  """
+  if "forkserver" in multiprocessing.get_all_start_methods():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([record_encoder.__name__])
+    return context
+  return multiprocessing.get_context("spawn")
+
+
 def _executor(converter: Converter, options: WriteOptions,
               num_pairs: int) -> tuple[concurrent.futures.Executor | None, int]:
   """Returns (worker pool or None to encode in this process, number of workers)."""
@@ -206,9 +221,8 @@ def _executor(converter: Converter, options: WriteOptions,
   record_encoder.init_worker(converter, options.resize, options.skip_bad)
   if workers <= 1:
     return None, 1
-  # "spawn": the parent has TensorFlow's threads running, which fork() does not copy safely.
   pool = concurrent.futures.ProcessPoolExecutor(
-      max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+      max_workers=workers, mp_context=_worker_context(),
       initializer=record_encoder.init_worker,
       initargs=(converter, options.resize, options.skip_bad))
   return pool, workers

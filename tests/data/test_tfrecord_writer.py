@@ -1,0 +1,193 @@
+"""The shared TFRecord writer: errors, --skip_bad, atomic shards, resume, manifest, TFDS, workers."""
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tests.helpers import datasets
+from tfdaseg.data import labels
+from tfdaseg.data import shards
+from tfdaseg.data.converters import BadFileError, CONVERTERS, ConverterOptions
+from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
+
+
+def write(name: str, root: str, out, split: str = "train", options=ConverterOptions(),
+          **write_options) -> dict:
+  write_options.setdefault("num_workers", 0)
+  converter = CONVERTERS.get(name)(root, options)
+  return write_split(converter, name, split, str(out), WriteOptions(**write_options))
+
+
+def shard_files(out, prefix: str) -> list[str]:
+  return sorted(p.name for p in out.glob(f"{prefix}-*-of-*.tfrecord"))
+
+
+def test_size_mismatch_names_both_files(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  label = os.path.join(mini.root, "labels", "00002.png")
+  datasets.save_png(label, np.zeros((5, 7), np.uint8), palette=[0] * 768)
+  with pytest.raises(BadFileError, match=r"labels/00002\.png: label is 7x5 but image .*00002"):
+    write("gta5", mini.root, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name, writer, bad_label, bad_value", [
+    ("camvid", datasets.write_camvid, "trainannot/0001TP_000001.png", 12),
+    ("voc", lambda root: datasets.write_voc(root)["train"], "SegmentationClass/2007_000039.png",
+     30),
+])
+def test_ids_outside_the_dataset_range_are_errors(tmp_path, name, writer, bad_label, bad_value):
+  mini = writer(str(tmp_path / "raw"))
+  path = os.path.join(mini.root, bad_label)
+  raw = np.array(Image.open(path))
+  raw[1, 2] = bad_value
+  datasets.save_png(path, raw, palette=[c for rgb in labels.voc_palette() for c in rgb])
+  with pytest.raises(BadFileError, match=rf"{bad_label}: label ids \[{bad_value}\]"):
+    write(name, mini.root, tmp_path / "out")
+
+
+def test_synthia_wrong_channel_values_are_errors(tmp_path):
+  mini = datasets.write_synthia(str(tmp_path / "raw"))
+  path = os.path.join(mini.root, "GT", "LABELS", "0000001.png")
+  classes = np.full((30, 40), 300, np.uint16)
+  datasets.write_synthia_label(path, classes, classes)
+  with pytest.raises(BadFileError, match=r"0000001\.png: label ids \[300\]"):
+    write("synthia", mini.root, tmp_path / "out")
+
+
+def test_unreadable_image_is_named(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  with open(os.path.join(mini.root, "images", "00003.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n truncated")
+  # Raised in a worker process and re-raised here, message intact.
+  with pytest.raises(BadFileError, match=r"images/00003\.png: cannot decode image"):
+    write("gta5", mini.root, tmp_path / "out", num_workers=2)
+
+
+def test_skip_bad_records_skipped_files_in_manifest(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  os.remove(os.path.join(mini.root, "labels", "00002.png"))
+  manifest = write("gta5", mini.root, tmp_path / "out", skip_bad=True, num_shards=2)
+  assert manifest["skipped_count"] == 1
+  assert manifest["skipped"][0]["filename"] == "images/00002.png"
+  assert "labels/00002.png: cannot read" in manifest["skipped"][0]["reason"]
+  assert manifest["count"] == 2 and sum(manifest["shard_lengths"]) == 2
+  records = datasets.read_records(str(tmp_path / "out" / "gta5-train-*.tfrecord"))
+  assert sorted(records) == ["images/00001.png", "images/00003.png"]
+
+
+def test_manifest_counts_pixels_per_storage_class(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  manifest = write("gta5", mini.root, tmp_path / "out", num_shards=2)
+  all_ids = np.concatenate([e.ravel() for e in mini.expected.values()])
+  counts = np.bincount(all_ids, minlength=256)
+  assert manifest["class_pixel_counts"] == counts[:19].tolist()
+  assert manifest["ignore_pixel_count"] == counts[255]
+  assert manifest["class_space"] == "cityscapes19"
+  assert manifest["class_names"] == list(labels.CITYSCAPES_CLASSES)
+  assert manifest["count"] == 3 and manifest["num_shards"] == 2
+  assert manifest["shards"] == shard_files(tmp_path / "out", "gta5-train")
+  on_disk = json.loads((tmp_path / "out" / "gta5-train.json").read_text())
+  assert on_disk == manifest
+
+
+def test_interrupted_run_resumes_after_completed_shards(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  out = tmp_path / "out"
+  label = os.path.join(mini.root, "labels", "00003.png")
+  good = open(label, "rb").read()
+  with open(label, "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(BadFileError, match="00003.png"):
+    write("gta5", mini.root, out, num_shards=3)
+  # Shards 0 and 1 are complete; shard 2 left neither a shard nor a temporary file.
+  assert shard_files(out, "gta5-train") == [shards.shard_name("gta5", "train", i, 3)
+                                            for i in range(2)]
+  assert not list(out.glob(f"*{shards.TMP_MARKER}*"))
+  assert not (out / "gta5-train.json").exists()
+  first = {p: (out / p).stat().st_mtime_ns for p in shard_files(out, "gta5-train")}
+  # A temporary file of a killed run is removed, never read as a shard.
+  stale = out / (shards.shard_name("gta5", "train", 2, 3) + f"{shards.TMP_MARKER}99999")
+  stale.write_bytes(b"half a shard")
+
+  with open(label, "wb") as f:
+    f.write(good)
+  manifest = write("gta5", mini.root, out, num_shards=3)
+  assert not stale.exists()
+  assert {p: (out / p).stat().st_mtime_ns for p in first} == first
+  assert manifest["count"] == 3 and manifest["shard_lengths"] == [1, 1, 1]
+  assert not (out / "gta5-train.progress.json").exists()
+  datasets_records = datasets.read_records(str(out / "gta5-train-*.tfrecord"))
+  assert sorted(datasets_records) == sorted(mini.expected)
+
+
+def test_complete_split_is_kept_changed_settings_need_overwrite(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  out = tmp_path / "out"
+  write("gta5", mini.root, out, num_shards=1)
+  shard = out / shards.shard_name("gta5", "train", 0, 1)
+  mtime = shard.stat().st_mtime_ns
+  write("gta5", mini.root, out, num_shards=1)
+  assert shard.stat().st_mtime_ns == mtime
+  with pytest.raises(FileExistsError, match="gta5-train.json.*--overwrite"):
+    write("gta5", mini.root, out, num_shards=3)
+  manifest = write("gta5", mini.root, out, num_shards=3, overwrite=True)
+  assert manifest["num_shards"] == 3
+  assert shard_files(out, "gta5-train") == [shards.shard_name("gta5", "train", i, 3)
+                                            for i in range(3)]
+
+
+def test_too_many_shards_is_an_error(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  with pytest.raises(ValueError, match="num_shards=4"):
+    write("gta5", mini.root, tmp_path / "out", num_shards=4)
+
+
+def test_parallel_workers_write_the_same_shards(tmp_path):
+  mini = datasets.write_camvid(str(tmp_path / "raw"))
+  write("camvid", mini.root, tmp_path / "serial", num_shards=2, num_workers=0)
+  write("camvid", mini.root, tmp_path / "parallel", num_shards=2, num_workers=2)
+  for name in shard_files(tmp_path / "serial", "camvid-train"):
+    assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
+
+
+def test_resize_resamples_image_and_label(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  write("gta5", mini.root, tmp_path / "out", resize=(20, 10))
+  records = datasets.read_records(str(tmp_path / "out" / "gta5-train-*.tfrecord"))
+  for filename, expected in mini.expected.items():
+    record = records[filename]
+    assert record["format"] == "png" and record["image"].shape == (10, 20, 3)
+    nearest = np.array(Image.fromarray(expected).resize((20, 10), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(record["label"][..., 0], nearest)
+
+
+def test_tfds_builder_from_directory_reads_the_shards(tmp_path):
+  import tensorflow_datasets as tfds
+
+  minis = datasets.write_voc(str(tmp_path / "voc"))
+  out = tmp_path / "out"
+  for split in ("train", "val"):
+    write("voc", minis[split].root, out, split=split, num_shards=1)
+  builder = tfds.builder_from_directory(str(out))
+  assert set(builder.info.splits) == {"train", "val"}
+  for split in ("train", "val"):
+    examples = list(builder.as_dataset(split=split).as_numpy_iterator())
+    assert len(examples) == len(minis[split].expected)
+    for example in examples:
+      image = example["image"]
+      expected = minis[split].expected[image["filename"].decode()]
+      np.testing.assert_array_equal(image["segmentation"]["class"]["encoded"][..., 0], expected)
+      assert image["encoded"].shape == expected.shape + (3,)
+
+
+def test_tfds_metadata_is_withheld_when_splits_disagree_on_labels(tmp_path):
+  out = tmp_path / "out"
+  write("cityscapes", datasets.write_cityscapes(str(tmp_path / "raw")).root, out)
+  assert (out / "dataset_info.json").exists()
+  write("cityscapes", datasets.write_cityscapes(str(tmp_path / "raw"), "test").root, out,
+        split="test")
+  assert not (out / "dataset_info.json").exists()
+  assert (out / "cityscapes-train.json").exists() and (out / "cityscapes-test.json").exists()
