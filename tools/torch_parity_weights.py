@@ -41,7 +41,8 @@ def deterministic_state_dict(shapes: Mapping[str, tuple], seed: int) -> dict[str
 
 
 def deterministic_input(shape: tuple, seed: int, kind: str) -> np.ndarray:
-  """Returns a float32 NHWC input: "image" (Caffe-preprocessed scale) or "probabilities" ([0, 1))."""
+  """Returns a float32 NHWC input: "image" (Caffe-preprocessed scale) or "probabilities"
+  (uniform in [0, 1))."""
   rng = np.random.default_rng(seed)
   if kind == "image":
     return rng.normal(0.0, 50.0, shape).astype(np.float32)

@@ -52,7 +52,8 @@ def random_image(height: int, width: int, batch: int = 1, seed: int = 0) -> np.n
 
 
 def assert_outputs_close(actual, expected, rtol: float = 1e-5) -> None:
-  """Asserts two model outputs (arrays or dicts of arrays) agree to `rtol` of their largest value."""
+  """Asserts two model outputs (arrays or dicts of arrays) agree to `rtol` of the largest
+  expected magnitude."""
   if isinstance(expected, dict):
     assert sorted(actual) == sorted(expected)
     for key in expected:

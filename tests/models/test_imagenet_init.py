@@ -1,4 +1,4 @@
-"""ImageNet initialisation from keras.applications weight files (written locally, never downloaded)."""
+"""ImageNet init from keras.applications weight files (written locally, never downloaded)."""
 
 import h5py
 import keras

@@ -78,7 +78,8 @@ def test_refuses_a_malicious_pickle(tmp_path, writer):
   marker = tmp_path / "pwned"
   path = tmp_path / "evil.pth"
   writer(path, pickle.dumps({"weight": _Exploit(marker)}, protocol=2))
-  with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth: refusing to load global \w+\.system"):
+  with pytest.raises(UnsafeCheckpointError,
+                     match=r"evil\.pth: refusing to load global \w+\.system"):
     load_torch_checkpoint(str(path))
   assert not marker.exists()
 
@@ -95,7 +96,8 @@ def _fake_torch_pickling(monkeypatch):
   class FloatStorage:
     pass
 
-  _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+  _rebuild_tensor_v2.__module__ = "torch._utils"
+  _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
   FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
   utils._rebuild_tensor_v2, torch_module.FloatStorage, torch_module._utils = (
       _rebuild_tensor_v2, FloatStorage, utils)

@@ -1,4 +1,4 @@
-"""DeepLab-v2's classifier: a sum of dilated 3x3 convolutions (the reference's `Classifier_Module`)."""
+"""DeepLab-v2's classifier: a sum of dilated 3x3 convs (the reference's `Classifier_Module`)."""
 
 from typing import Sequence
 

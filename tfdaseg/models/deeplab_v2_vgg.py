@@ -10,7 +10,7 @@ import keras
 
 from tfdaseg.models.aspp_classifier import DEEPLAB_V2_RATES, AsppClassifier
 from tfdaseg.models.registry import MODELS
-from tfdaseg.models.resnet_backbone import conv
+from tfdaseg.models.padded_conv import padded_conv
 
 # (convs, width multiplier, dilation, pooled) per VGG-16 block; the reference removes pool4 and
 # pool5 and dilates conv5 by 2. torchvision's remaining pools are 2x2/2, floor mode.
@@ -49,14 +49,14 @@ def deeplab_v2_vgg16(num_classes: int = 19, base_width: int = 64, aspp_compat: s
   for block, (convs, multiplier, dilation, pooled) in enumerate(VGG16_BLOCKS, start=1):
     for index in range(1, convs + 1):
       name = f"block{block}_conv{index}"
-      x = conv(x, base_width * multiplier, 3, name, dilation=dilation, padding=dilation,
-               use_bias=True)
+      x = padded_conv(x, base_width * multiplier, 3, name, dilation=dilation,
+                      padding=dilation, use_bias=True)
       x = keras.layers.ReLU(name=f"{name}_relu")(x)
     if pooled:
       x = keras.layers.MaxPooling2D(2, 2, padding="valid", name=f"block{block}_pool")(x)
   for name in ("fc6", "fc7"):
-    x = conv(x, base_width * FC_MULTIPLIER, 3, name, dilation=FC_DILATION, padding=FC_DILATION,
-             use_bias=True)
+    x = padded_conv(x, base_width * FC_MULTIPLIER, 3, name, dilation=FC_DILATION,
+                    padding=FC_DILATION, use_bias=True)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
   logits = AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat, name="main_head")(x)
   return keras.Model(inputs, {"logits": logits, "features": x}, name="deeplab_v2_vgg16")

@@ -12,7 +12,8 @@ class CeilModeMaxPooling2D(keras.layers.Layer):
   Padding `padding` before and `padding + strides - 1` after with -inf (so padded cells never win)
   and pooling "valid" (floor mode) gives exactly that size for every `n`, static or not.
   PyTorch also drops a last window that would start inside the right padding; with
-  `padding + strides - 1 < pool_size` (checked) that window cannot occur, so no correction is needed.
+  `padding + strides - 1 < pool_size` (checked) that window cannot occur, so no correction is
+  needed.
 
   Args:
     pool_size: Window size (both axes).

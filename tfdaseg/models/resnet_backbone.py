@@ -8,6 +8,7 @@ from typing import Sequence
 
 import keras
 
+from tfdaseg.models.padded_conv import padded_conv
 from tfdaseg.models.pooling import CeilModeMaxPooling2D
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
@@ -18,30 +19,6 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 # (planes multiplier, stride, dilation) of layer1..layer4: output stride 8 (DeepLab-v2).
 STAGES = ((1, 1, 1), (2, 2, 1), (4, 1, 2), (8, 1, 4))
-
-
-def conv(x, filters: int, kernel_size: int, name: str, strides: int = 1, dilation: int = 1,
-         padding: int = 0, use_bias: bool = False):
-  """A PyTorch-style convolution: explicit symmetric zero padding, then a "valid" Conv2D.
-
-  Args:
-    x: Input tensor, NHWC.
-    filters: Output channels.
-    kernel_size: Square kernel size.
-    name: Layer name (the padding layer gets `name + "_pad"`).
-    strides: Stride.
-    dilation: Dilation rate.
-    padding: Zeros added on every side, as PyTorch's `padding=`.
-    use_bias: Whether the conv has a bias.
-
-  Returns:
-    The output tensor.
-  """
-  if padding:
-    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-  return keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
-                             padding="valid", use_bias=use_bias, kernel_initializer="he_normal",
-                             name=name)(x)
 
 
 def batch_norm(x, name: str, freeze: bool):
@@ -66,14 +43,15 @@ def bottleneck(x, planes: int, strides: int, dilation: int, downsample: bool, fr
   Returns:
     The block's output.
   """
-  out = conv(x, planes, 1, f"{name}_conv1", strides=strides)
+  out = padded_conv(x, planes, 1, f"{name}_conv1", strides=strides)
   out = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(out, f"{name}_bn1", freeze_bn))
-  out = conv(out, planes, 3, f"{name}_conv2", dilation=dilation, padding=dilation)
+  out = padded_conv(out, planes, 3, f"{name}_conv2", dilation=dilation, padding=dilation)
   out = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(out, f"{name}_bn2", freeze_bn))
-  out = batch_norm(conv(out, planes * EXPANSION, 1, f"{name}_conv3"), f"{name}_bn3", freeze_bn)
+  out = padded_conv(out, planes * EXPANSION, 1, f"{name}_conv3")
+  out = batch_norm(out, f"{name}_bn3", freeze_bn)
   residual = x
   if downsample:
-    residual = conv(x, planes * EXPANSION, 1, f"{name}_downsample_0", strides=strides)
+    residual = padded_conv(x, planes * EXPANSION, 1, f"{name}_downsample_0", strides=strides)
     residual = batch_norm(residual, f"{name}_downsample_1", freeze_bn)
   out = keras.layers.Add(name=f"{name}_add")([out, residual])
   return keras.layers.ReLU(name=f"{name}_relu")(out)
@@ -95,7 +73,7 @@ def caffe_resnet(inputs, blocks: Sequence[int] = RESNET101_BLOCKS, base_width: i
   """
   if len(blocks) != len(STAGES):
     raise ValueError(f"blocks must have {len(STAGES)} entries, got {tuple(blocks)}")
-  x = conv(inputs, base_width, 7, "conv1", strides=2, padding=3)
+  x = padded_conv(inputs, base_width, 7, "conv1", strides=2, padding=3)
   x = keras.layers.ReLU(name="relu")(batch_norm(x, "bn1", freeze_bn))
   x = CeilModeMaxPooling2D(pool_size=3, strides=2, padding=1, name="maxpool")(x)
   in_channels = base_width

@@ -119,7 +119,8 @@ def _storage_ref(pid, source: str) -> _StorageRef:
           and isinstance(pid[1], _StorageType)):
     raise pickle.UnpicklingError(f"{source}: unsupported persistent id {pid!r:.100}")
   if len(pid) > 5 and pid[5] is not None:
-    raise pickle.UnpicklingError(f"{source}: storage views (legacy view_metadata) are not supported")
+    raise pickle.UnpicklingError(
+        f"{source}: storage views (legacy view_metadata) are not supported")
   return _StorageRef(key=str(pid[2]), storage_type=pid[1], numel=int(pid[4]))
 
 

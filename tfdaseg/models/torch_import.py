@@ -1,8 +1,8 @@
 """Loads PyTorch state dicts of the reference models (AdaptSegNet / ADVENT) into our Keras models.
 
 Each architecture has a *layout*: which PyTorch module prefix feeds which Keras layer, and which
-prefixes are classifier heads. Per layer type, a converter lists the (PyTorch key, Keras variable,
-transform) triples; conv kernels go OIHW -> HWIO. Everything is checked before anything is
+prefixes are classifier heads. Per layer type, a converter lists the PyTorch tensors and the Keras
+variables they feed; conv kernels go OIHW -> HWIO. Everything is checked before anything is
 assigned: a missing or unexpected key, or a shape mismatch, fails with the list of offenders. The
 one exception, as in the reference's loader (it skips `layer5` when the class count differs),
 is a head whose class count differs from the model's: it is skipped with a warning.
@@ -22,7 +22,7 @@ from tfdaseg.models.torch_checkpoint import load_state_dict
 from tfdaseg.registry import Registry
 
 # Prefixes added by nn.DataParallel ("module.") and by the DeepLab COCO init ("Scale.").
-STRIPPED_PREFIXES = ("module.", "Scale.")
+_WRAPPER_PREFIXES = re.compile(r"^(?:module\.|Scale\.)+")
 # BatchNorm's step counter (PyTorch >= 0.4) has no Keras counterpart and does not affect outputs.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -66,39 +66,45 @@ class ImportReport:
     return "\n".join(lines)
 
 
-_Entry = tuple  # (torch key, keras variable, transform: np.ndarray -> np.ndarray)
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """One PyTorch tensor and the Keras variable it feeds."""
+  key: str
+  variable: keras.Variable
+  # A conv kernel: PyTorch stores OIHW, Keras HWIO.
+  kernel: bool = False
+
+  def to_keras(self, value: np.ndarray) -> np.ndarray:
+    return np.transpose(value, (2, 3, 1, 0)) if self.kernel else value
+
+  @property
+  def torch_shape(self) -> tuple:
+    shape = tuple(self.variable.shape)
+    return (shape[3], shape[2], shape[0], shape[1]) if self.kernel else shape
 
 
-def _oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
-  return np.transpose(kernel, (2, 3, 1, 0))
-
-
-def _same(array: np.ndarray) -> np.ndarray:
-  return array
-
-
-def _conv_entries(prefix: str, layer: keras.layers.Conv2D) -> list:
-  entries = [(f"{prefix}.weight", layer.kernel, _oihw_to_hwio)]
+def _conv_entries(prefix: str, layer: keras.layers.Conv2D) -> list[_Entry]:
+  entries = [_Entry(f"{prefix}.weight", layer.kernel, kernel=True)]
   if layer.use_bias:
-    entries.append((f"{prefix}.bias", layer.bias, _same))
+    entries.append(_Entry(f"{prefix}.bias", layer.bias))
   return entries
 
 
-def _batch_norm_entries(prefix: str, layer: keras.layers.BatchNormalization) -> list:
-  return [(f"{prefix}.weight", layer.gamma, _same), (f"{prefix}.bias", layer.beta, _same),
-          (f"{prefix}.running_mean", layer.moving_mean, _same),
-          (f"{prefix}.running_var", layer.moving_variance, _same)]
+def _batch_norm_entries(prefix: str, layer: keras.layers.BatchNormalization) -> list[_Entry]:
+  return [_Entry(f"{prefix}.weight", layer.gamma), _Entry(f"{prefix}.bias", layer.beta),
+          _Entry(f"{prefix}.running_mean", layer.moving_mean),
+          _Entry(f"{prefix}.running_var", layer.moving_variance)]
 
 
-def _classifier_entries(prefix: str, layer: AsppClassifier) -> list:
+def _classifier_entries(prefix: str, layer: AsppClassifier) -> list[_Entry]:
   entries = []
   for index, (kernel, bias) in enumerate(zip(layer.kernels, layer.biases)):
-    entries.append((f"{prefix}.conv2d_list.{index}.weight", kernel, _oihw_to_hwio))
-    entries.append((f"{prefix}.conv2d_list.{index}.bias", bias, _same))
+    entries.append(_Entry(f"{prefix}.conv2d_list.{index}.weight", kernel, kernel=True))
+    entries.append(_Entry(f"{prefix}.conv2d_list.{index}.bias", bias))
   return entries
 
 
-LAYER_CONVERTERS: dict[type, Callable[[str, keras.layers.Layer], list]] = {
+LAYER_CONVERTERS: dict[type, Callable[[str, keras.layers.Layer], list[_Entry]]] = {
     keras.layers.Conv2D: _conv_entries,
     keras.layers.BatchNormalization: _batch_norm_entries,
     AsppClassifier: _classifier_entries,
@@ -167,12 +173,7 @@ def normalise_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[dict[str, np.n
   """
   normalised, ignored = {}, []
   for key, value in state_dict.items():
-    stripped = True
-    while stripped:
-      stripped = False
-      for prefix in STRIPPED_PREFIXES:
-        if key.startswith(prefix):
-          key, stripped = key[len(prefix):], True
+    key = _WRAPPER_PREFIXES.sub("", key)
     if key.endswith(IGNORED_SUFFIXES):
       ignored.append(key)
     else:
@@ -182,6 +183,11 @@ def normalise_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[dict[str, np.n
 
 def _head_of(key: str, heads: frozenset) -> str | None:
   return next((head for head in heads if key.startswith(head + ".")), None)
+
+
+def _entries(layout: Layout) -> list[_Entry]:
+  return [entry for prefix, layer in layout.layers.items()
+          for entry in LAYER_CONVERTERS[type(layer)](prefix, layer)]
 
 
 def expected_torch_shapes(model: keras.Model, architecture: str) -> dict[str, tuple]:
@@ -194,13 +200,11 @@ def expected_torch_shapes(model: keras.Model, architecture: str) -> dict[str, tu
   Returns:
     Keys in the model's layer order.
   """
-  layout = LAYOUTS.get(architecture)(model)
-  shapes = {}
-  for prefix, layer in layout.layers.items():
-    for key, variable, transform in LAYER_CONVERTERS[type(layer)](prefix, layer):
-      shape = tuple(variable.shape)
-      shapes[key] = (shape[3], shape[2], shape[0], shape[1]) if transform is _oihw_to_hwio else shape
-  return shapes
+  return {entry.key: entry.torch_shape for entry in _entries(LAYOUTS.get(architecture)(model))}
+
+
+def _listing(keys: list) -> str:
+  return f"{keys[:10]}{' ...' if len(keys) > 10 else ''}"
 
 
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
@@ -222,53 +226,47 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
   """
   layout = LAYOUTS.get(architecture)(model)
   state, ignored = normalise_keys(state_dict)
-  entries: list[_Entry] = []
-  for prefix, layer in layout.layers.items():
-    entries.extend(LAYER_CONVERTERS[type(layer)](prefix, layer))
-  expected = {key for key, _, _ in entries}
+  entries = _entries(layout)
   report = ImportReport(ignored=ignored)
   problems = []
 
-  unexpected = sorted(set(state) - expected)
+  unexpected = sorted(set(state) - {entry.key for entry in entries})
   if unexpected:
-    problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-  missing = sorted(expected - set(state))
-  missing_heads = sorted({_head_of(k, layout.heads) for k in missing} - {None})
-  for head in missing_heads:
-    head_keys = [k for k in expected if _head_of(k, layout.heads) == head]
-    if allow_missing_heads and all(k in missing for k in head_keys):
+    problems.append(f"unexpected keys {_listing(unexpected)}")
+  absent = [entry.key for entry in entries if entry.key not in state]
+  for head in sorted(layout.heads):
+    head_keys = [entry.key for entry in entries if _head_of(entry.key, layout.heads) == head]
+    if allow_missing_heads and all(key in absent for key in head_keys):
       report.left_at_init.append(head)
-      missing = [k for k in missing if _head_of(k, layout.heads) != head]
+  missing = sorted(k for k in absent if _head_of(k, layout.heads) not in report.left_at_init)
   if missing:
-    problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    problems.append(f"missing keys {_listing(missing)}")
 
-  skipped_heads = set()
-  assignments = []
-  for key, variable, transform in entries:
-    if key not in state:
+  skipped_heads, assignments = set(), []
+  for entry in entries:
+    if entry.key not in state:
       continue
-    value = transform(np.asarray(state[key]))
-    if tuple(value.shape) == tuple(variable.shape):
-      assignments.append((key, variable, value))
+    value = entry.to_keras(np.asarray(state[entry.key]))
+    if value.shape == tuple(entry.variable.shape):
+      assignments.append((entry, value))
       continue
-    head = _head_of(key, layout.heads)
+    head = _head_of(entry.key, layout.heads)
     # Only the class count (the last Keras axis) may differ, and only in a head.
-    if head is not None and value.shape[:-1] == tuple(variable.shape)[:-1]:
+    if head is not None and value.shape[:-1] == tuple(entry.variable.shape)[:-1]:
       skipped_heads.add(head)
       continue
-    problems.append(f"{key}: shape {tuple(state[key].shape)} does not fit {variable.path} "
-                    f"{tuple(variable.shape)}")
+    problems.append(f"{entry.key}: shape {tuple(state[entry.key].shape)} does not fit "
+                    f"{entry.variable.path} {entry.torch_shape} (PyTorch layout)")
   if problems:
     raise ValueError(f"cannot load the state dict into {architecture}: " + "; ".join(problems))
 
-  for key, variable, value in assignments:
-    if _head_of(key, layout.heads) in skipped_heads:
-      continue
-    variable.assign(value.astype(variable.dtype))
-    report.loaded.append(key)
+  for entry, value in assignments:
+    if _head_of(entry.key, layout.heads) not in skipped_heads:
+      entry.variable.assign(value.astype(entry.variable.dtype))
+      report.loaded.append(entry.key)
   for head in sorted(skipped_heads):
-    for key in sorted(k for k in state if _head_of(k, layout.heads) == head):
-      report.skipped.append((key, "class count differs from the model's"))
+    report.skipped += [(key, "class count differs from the model's")
+                       for key in sorted(state) if _head_of(key, layout.heads) == head]
     logging.warning("skipped head %s of the checkpoint: its class count differs", head)
   for head in report.left_at_init:
     logging.warning("head %s is not in the checkpoint; it keeps its initialisation", head)
