@@ -18,7 +18,6 @@ import time
 from typing import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
