@@ -55,3 +55,22 @@ def test_evaluate_all_checkpoints_names_the_best(tmp_path, split, capsys):
 def test_evaluate_needs_data():
   with pytest.raises(Exception, match="--data is required"):
     helpers.run_cli(evaluate.main, ["tfdaseg-evaluate", "--model_dir=/nonexistent"])
+
+
+def test_exported_saved_model_scores_like_its_run(tmp_path, split):
+  from tfdaseg.evaluation import inference, loading
+  from tfdaseg.export import exporter
+
+  pattern, _ = split
+  helpers.make_model_dir(str(tmp_path / "run"))
+  model = loading.load_model("model_dir", str(tmp_path / "run"))
+  export = exporter.export_model(
+      exporter.ExportRequest(model, model.class_set, inference.InferenceOptions(model.input_size)),
+      str(tmp_path / "export"))
+  scores = {}
+  for source, path in [("model_dir", tmp_path / "run"), ("saved_model", export)]:
+    helpers.run_cli(evaluate.main, ["tfdaseg-evaluate", f"--{source}={path}",
+                                    f"--data={pattern}", f"--output_dir={tmp_path / source}"])
+    scores[source] = json.loads((tmp_path / source / reports.METRICS_FILE).read_text())
+  assert scores["saved_model"]["num_pixels"] == scores["model_dir"]["num_pixels"]
+  assert scores["saved_model"]["miou"] == pytest.approx(scores["model_dir"]["miou"], abs=1e-3)

@@ -40,6 +40,12 @@ def model(tmp_path_factory):
   return loading.load_model("model_dir", model_dir)
 
 
+@pytest.fixture(scope="module")
+def saved_model(model, tmp_path_factory):
+  """The default SavedModel export (with flip test-time augmentation), shared by tests."""
+  return _export(model, tmp_path_factory.mktemp("export") / "saved_model", flip=True)
+
+
 def _export(model, output, export_format="saved_model", class_set=None, **options):
   options = inference.InferenceOptions(input_size=model.input_size, **options)
   request = exporter.ExportRequest(model, class_set or model.class_set, options)
@@ -51,13 +57,12 @@ def _in_process(model, images, **options):
   return inference.segment_images(model.forward, tf.constant(images), options)
 
 
-def test_saved_model_serves_without_tfdaseg(model, tmp_path):
-  output = _export(model, tmp_path / "export")
+def test_saved_model_serves_without_tfdaseg(model, saved_model, tmp_path):
   # A size unlike the model's input size: the export resizes in and out itself.
   images = helpers.random_images(2, height=40, width=72)
   np.save(tmp_path / "images.npy", images)
   result = subprocess.run(
-      [sys.executable, "-c", _SERVE_SCRIPT, output, str(tmp_path / "images.npy"),
+      [sys.executable, "-c", _SERVE_SCRIPT, saved_model, str(tmp_path / "images.npy"),
        str(tmp_path / "served.npz")],
       cwd=tmp_path, capture_output=True, text=True, timeout=120,
       env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -74,18 +79,17 @@ def test_saved_model_serves_without_tfdaseg(model, tmp_path):
   np.testing.assert_array_equal(outputs["labels"], outputs["probabilities"].argmax(-1))
   # The export computes what evaluation and prediction compute in process (up to graph-level
   # float reassociation).
-  expected = _in_process(model, images)["probabilities"].numpy()
+  expected = _in_process(model, images, flip=True)["probabilities"].numpy()
   np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-4)
 
 
-def test_saved_model_reloads_as_a_model_source(model, tmp_path):
-  output = _export(model, tmp_path / "export", flip=True)
-  reloaded = loading.load_model("saved_model", output)
+def test_saved_model_reloads_as_a_model_source(model, saved_model):
+  reloaded = loading.load_model("saved_model", saved_model)
   assert reloaded.class_set.name == "19" and reloaded.input_size == helpers.INPUT_SIZE
   images = tf.constant(helpers.random_images(1), tf.float32) - 100.0
   models.assert_outputs_close(reloaded.forward(images)["logits"].numpy(),
                               model.forward(images)["logits"].numpy(), rtol=1e-4)
-  metadata = json.loads((tmp_path / "export" / loading.EXPORT_METADATA).read_text())
+  metadata = json.loads(open(os.path.join(saved_model, loading.EXPORT_METADATA)).read())
   assert metadata["options"]["flip"] is True and metadata["format"] == "saved_model"
 
 
@@ -141,3 +145,12 @@ def test_cli_exports_and_overwrites(model, tmp_path):
   assert not (output / "stale.txt").exists()
   assert tf.saved_model.load(str(output)).input_size().numpy().tolist() == [32, 16]
   assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_checkpoint_lacking_generator_variables_is_refused(tmp_path):
+  generator = helpers.tiny_generator()
+  # A checkpoint of only the backbone's first layer: restoring it would leave the rest random.
+  partial = tf.train.Checkpoint(generator=tf.train.Checkpoint(
+      _operations={"1": generator.layers[1]})).save(str(tmp_path / "ckpt"))
+  with pytest.raises(ValueError, match=r"holds \d+ of the generator's \d+ variables"):
+    loading.check_checkpoint_holds(generator, partial)
