@@ -30,11 +30,14 @@ def segmenter(model_dir):
 def test_folder_of_images_with_junk(segmenter, tmp_path):
   images = helpers.random_images(2, height=24, width=40)
   helpers.write_image_files(str(tmp_path / "in"), images)
+  helpers.write_image_files(str(tmp_path / "in" / "city"), images[1:])
   (tmp_path / "in" / "notes.txt").write_text("not an image")
   (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG but not really")
   summary = prediction.predict_paths(segmenter, prediction.list_inputs(str(tmp_path / "in")),
-                                     str(tmp_path / "out"))
-  assert summary.images == 2
+                                     str(tmp_path / "out"), root=str(tmp_path / "in"))
+  assert summary.images == 3
+  # Subfolders are kept, so equal names in two folders do not overwrite each other.
+  assert (tmp_path / "out" / "city" / "image_000_labels.png").exists()
   assert [os.path.basename(p) for p in summary.skipped] == ["notes.txt"]
   assert [os.path.basename(p) for p in summary.failed] == ["broken.png"]
 
@@ -61,11 +64,13 @@ def test_video_gets_an_overlay_video_at_its_frame_rate(segmenter, tmp_path):
   assert sorted(os.listdir(tmp_path / "out")) == ["clip_overlay.mp4"]
 
 
-def test_cli_reports_failures_in_its_exit_status(model_dir, tmp_path):
-  helpers.write_image_files(str(tmp_path / "in"), helpers.random_images(1))
+def test_cli_limits_and_reports_failures_in_its_exit_status(model_dir, tmp_path):
+  helpers.write_image_files(str(tmp_path / "in"), helpers.random_images(2))
   argv = ["tfdaseg-predict", f"--model_dir={model_dir}", f"--input={tmp_path / 'in'}",
           f"--output_dir={tmp_path / 'out'}", "--flip"]
-  assert helpers.run_cli(predict.main, argv) == 0
-  assert (tmp_path / "out" / "image_000_overlay.png").exists()
-  (tmp_path / "in" / "image_001.jpg").write_bytes(b"garbage")
+  assert helpers.run_cli(predict.main, argv + ["--max_images=1"]) == 0
+  assert sorted(os.listdir(tmp_path / "out")) == [
+      "image_000_colour.png", "image_000_labels.png", "image_000_overlay.png"]
+  (tmp_path / "in" / "image_002.jpg").write_bytes(b"garbage")
   assert helpers.run_cli(predict.main, argv) == 1
+  assert (tmp_path / "out" / "image_001_overlay.png").exists()

@@ -143,41 +143,50 @@ _HANDLERS: dict[str, Callable[[Segmenter, str, str, PredictionSummary], None]] =
 
 
 def list_inputs(path: str) -> list[str]:
-  """The file itself, or the files of a folder (not recursive), sorted.
+  """The file itself, or every file under a folder (recursively, as Cityscapes' city folders).
 
   Raises:
     FileNotFoundError: when `path` does not exist.
   """
   if os.path.isdir(path):
-    return sorted(os.path.join(path, name) for name in os.listdir(path)
-                  if os.path.isfile(os.path.join(path, name)))
+    return sorted(os.path.join(folder, name) for folder, _, names in os.walk(path)
+                  for name in names)
   if os.path.isfile(path):
     return [path]
   raise FileNotFoundError(f"{path}: no such file or folder")
 
 
-def predict_paths(segmenter: Segmenter, paths: Sequence[str], output_dir: str) -> PredictionSummary:
-  """Segments every image and video among `paths` into `output_dir`.
+def predict_paths(segmenter: Segmenter, paths: Sequence[str], output_dir: str,
+                  root: str | None = None, limit: int | None = None) -> PredictionSummary:
+  """Segments the images and videos among `paths` into `output_dir`.
 
   Args:
     segmenter: The model.
     paths: Files (`list_inputs`).
     output_dir: Where outputs go (created).
+    root: The folder `paths` were listed from: outputs keep their subfolders under it.
+    limit: Segment at most this many images and videos; all when None or 0.
 
   Returns:
     The `PredictionSummary`; failures are logged with the file name and the reason.
   """
-  os.makedirs(output_dir, exist_ok=True)
   summary = PredictionSummary()
   for path in tqdm(paths, unit="file", desc="predicting"):
+    if limit and summary.images + summary.videos + len(summary.failed) >= limit:
+      break
     handler = _HANDLERS.get(os.path.splitext(path)[1].lower())
     if handler is None:
       logging.warning("%s: not an image or video (%s), skipped", path,
                       ", ".join(sorted(_HANDLERS)))
       summary.skipped.append(path)
       continue
+    folder = output_dir
+    if root is not None:
+      folder = os.path.normpath(os.path.join(output_dir, os.path.relpath(os.path.dirname(path),
+                                                                         root)))
+    os.makedirs(folder, exist_ok=True)
     try:
-      handler(segmenter, path, output_dir, summary)
+      handler(segmenter, path, folder, summary)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
       logging.error("%s: cannot be segmented: %s", path, e)
       summary.failed[path] = str(e)
