@@ -80,7 +80,7 @@ def test_saved_model_serves_without_tfdaseg(model, saved_model, tmp_path):
   # The export computes what evaluation and prediction compute in process (up to graph-level
   # float reassociation).
   expected = _in_process(model, images, flip=True)["probabilities"].numpy()
-  np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-4)
+  np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-3)
 
 
 def test_saved_model_reloads_as_a_model_source(model, saved_model):
@@ -104,7 +104,7 @@ def test_export_of_a_class_subset_cuts_the_logits(model, tmp_path):
   expected = inference.segment_images(
       model.forward, tf.constant(images),
       inference.InferenceOptions(input_size=model.input_size), channels=channels)
-  np.testing.assert_allclose(served["probabilities"], expected["probabilities"], atol=1e-4)
+  np.testing.assert_allclose(served["probabilities"], expected["probabilities"], atol=1e-3)
 
 
 def test_keras_export_round_trips(model, tmp_path):

@@ -57,10 +57,11 @@ class LoadedModel:
 
 
 def check_checkpoint_holds(generator: keras.Model, checkpoint: str) -> None:
-  """Checks that `checkpoint` saved every variable of the generator.
+  """Checks that `checkpoint` saved every weight of the generator.
 
   `expect_partial()` restores silently skip variables the checkpoint lacks (a layer whose
   weights TF's object graph does not track), which would leave them randomly initialised.
+  Keras `weights` leave out random-seed states, which checkpoints do not hold either.
 
   Raises:
     ValueError: naming the checkpoint and how many variables it lacks.
@@ -68,9 +69,9 @@ def check_checkpoint_holds(generator: keras.Model, checkpoint: str) -> None:
   saved = [name for name, _ in tf.train.list_variables(checkpoint)
            if name.startswith("generator/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
            and ".OPTIMIZER_SLOT" not in name]
-  if len(saved) < len(generator.variables):
+  if len(saved) < len(generator.weights):
     raise ValueError(f"{checkpoint}: holds {len(saved)} of the generator's "
-                     f"{len(generator.variables)} variables; the others would stay random "
+                     f"{len(generator.weights)} variables; the others would stay random "
                      "(a layer whose weights tf.train.Checkpoint does not track)")
 
 
