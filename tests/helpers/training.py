@@ -1,6 +1,8 @@
 """Tiny trainers and in-memory data for the training tests (no TFRecords, 32x32 images)."""
 
+import argparse
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -120,3 +122,57 @@ TINY_TRAIN_FLAGS = [
     "--save_pred_every=2", "--summary_every=1", "--image_summary_every=2", "--strategy=one_device",
     "--learning_rate=2.5e-4", "--learning_rate_d=1e-3",
 ]
+
+
+def slowed(fn: loop.DatasetFn, seconds: float) -> loop.DatasetFn:
+  """`fn` whose elements each take `seconds` longer (to kill a run between checkpoints)."""
+  def delay(element):
+    pause = tf.ensure_shape(tf.py_function(lambda: time.sleep(seconds) or 0.0, [], tf.float32),
+                            [])
+    return tf.nest.map_structure(
+        lambda t: t + tf.cast(pause * 0.0, t.dtype) if t.dtype.is_floating else t, element)
+
+  return lambda context, seed: fn(context, seed).map(delay)
+
+
+def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy | None = None,
+               save_every: int = 2, global_batch: int = 2, sleep: float = 0.0,
+               **loop_options) -> tuple[DomainAdaptationModel, loop.TrainResult]:
+  """Trains a tiny AdaptSegNet model on in-memory data to `steps` (resuming from `model_dir`).
+
+  Returns:
+    (model, result).
+  """
+  strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    model = tiny_model("adaptsegnet")
+  data = dataset_fn(stream_arrays(), global_batch)
+  if sleep:
+    data = slowed(data, sleep)
+  config = loop.LoopConfig(num_steps_stop=steps, save_pred_every=save_every,
+                           **{"summary_every": 0, **loop_options})
+  return model, loop.train(model, strategy, data, model_dir, config)
+
+
+def _worker_main() -> None:
+  """A training process for the multi-worker and kill/resume tests (run with `-m`)."""
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--steps", type=int, required=True)
+  parser.add_argument("--strategy", default="one_device", choices=["one_device", "multi_worker"])
+  parser.add_argument("--sleep", type=float, default=0.0)
+  parser.add_argument("--deterministic", action="store_true")
+  parser.add_argument("--weights_out")
+  args = parser.parse_args()
+  if args.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  strategy = (tf.distribute.MultiWorkerMirroredStrategy() if args.strategy == "multi_worker"
+              else tf.distribute.OneDeviceStrategy("/cpu:0"))
+  model, _ = train_tiny(args.model_dir, args.steps, strategy=strategy, sleep=args.sleep,
+                        summary_every=1)
+  if args.weights_out:
+    np.savez(args.weights_out, *weights(model))
+
+
+if __name__ == "__main__":
+  _worker_main()

@@ -207,14 +207,16 @@ def _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chi
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda context, seed=seed: dataset_fn(context, seed)))
     while step < segment_end:
+      # The rates the coming step uses (the schedules read the optimisers' step counters).
+      rates = ({k: float(v) for k, v in model.learning_rates().items()}
+               if summary_due(step + 1) else {})
       logs = {k: float(v) for k, v in step_fn(iterator).items()}
       step += 1
       window_steps += 1
       _check_finite(step, logs, latest)
       if summary_due(step):
         now = time.time()
-        scalars = dict(logs)
-        scalars.update({k: float(v) for k, v in model.learning_rates().items()})
+        scalars = {**logs, **rates}
         scalars["perf/images_per_s"] = config.images_per_step * window_steps / (now - window_start)
         summaries.write_scalars(writer, step, scalars)
         window_start, window_steps = now, 0

@@ -1,0 +1,74 @@
+"""`python -m tfdaseg.train` end to end on converted miniature TFRecords."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from tests.helpers import training as helpers
+from tfdaseg import train
+from tfdaseg.training.checkpoints import list_checkpoints, restore_generator
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "gta5_to_cityscapes", "adaptsegnet_multi.cfg")
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+  return helpers.write_tiny_tfrecords(str(tmp_path_factory.mktemp("data")))
+
+
+def train_command(model_dir: str, tfrecords: dict, *extra: str) -> list[str]:
+  return [sys.executable, "-m", "tfdaseg.train", f"--flagfile={CONFIG}",
+          f"--model_dir={model_dir}", *(f"--{k}={v}" for k, v in tfrecords.items()),
+          *helpers.TINY_TRAIN_FLAGS, *extra]
+
+
+def test_adaptsegnet_multi_trains_evaluates_resumes(tfrecords, tmp_path):
+  model_dir = str(tmp_path / "run")
+  result = subprocess.run(train_command(model_dir, tfrecords, "--eval_every=4"), cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "trained steps 0..4" in result.stdout
+  assert [step for step, _ in list_checkpoints(model_dir)] == [2, 4]
+  generator, spec = restore_generator(model_dir)
+  assert (spec["class_set"], spec["input_size"]) == ("19", [32, 32])
+  assert "aux_logits" in generator.output
+  with open(os.path.join(model_dir, "validation.json")) as f:
+    assert json.load(f)["best"]["step"] == 4
+  assert glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))
+  # The same command again finds the run finished and returns at once.
+  events = glob.glob(os.path.join(model_dir, "*"))
+  run_main(*train_command(model_dir, tfrecords, "--eval_every=4")[3:])
+  assert sorted(glob.glob(os.path.join(model_dir, "*"))) == sorted(events)
+
+
+def run_main(*argv: str) -> None:
+  try:
+    train.FLAGS(["train", *argv])
+    train.main(["train"])
+  finally:
+    train.FLAGS.unparse_flags()
+
+
+def test_bad_data_exits_with_the_flag_and_the_problem(tfrecords, tmp_path):
+  args = [f"--flagfile={CONFIG}", f"--model_dir={tmp_path}",
+          *(f"--{k}={v}" for k, v in tfrecords.items())]
+  with pytest.raises(SystemExit, match="--target_train=.*missing.*no file matches"):
+    run_main(*args, f"--target_train={tmp_path}/missing-*.tfrecord")
+  with pytest.raises(SystemExit, match="class set '11' reads 'camvid11'"):
+    run_main(*args, "--class_set=11")
+  with pytest.raises(SystemExit, match="unknown --method='fda'"):
+    run_main(*args, "--method=fda")
+  assert not list_checkpoints(str(tmp_path))
+
+
+def test_flags_do_not_clash_with_the_evaluation_commands():
+  # Both commands name --model_dir, --model, --class_set, --input_size: the trainer keeps its
+  # own FlagValues so that one process can import both.
+  import tfdaseg.evaluate  # noqa: F401
+  assert train.FLAGS["model_dir"] is not flags.FLAGS["model_dir"]
