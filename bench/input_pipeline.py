@@ -161,6 +161,7 @@ def main(argv: list[str]) -> None:
     converter = CONVERTERS.get(case.name)(root, ConverterOptions(unlabeled=not case.labelled))
     manifest = write_split(converter, case.name, "train", os.path.join(work_dir, "records"),
                            WriteOptions(num_shards=min(4, len(files)), overwrite=True))
+    logging.info("converted %d %s images; timing", manifest["count"], case.name)
     pattern = os.path.join(work_dir, "records", f"{case.name}-train-*.tfrecord")
     loaders = {"plain": lambda: plain_loader(files, case.input_size)}
     for interpolation in pipeline.INTERPOLATIONS:

@@ -1,4 +1,4 @@
-"""The shared TFRecord writer: errors, --skip_bad, atomic shards, resume, manifest, TFDS, workers."""
+"""The shared TFRecord writer: errors, --skip_bad, atomic shards, resume, manifest, TFDS."""
 
 import json
 import os

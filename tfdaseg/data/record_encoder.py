@@ -13,7 +13,8 @@ from PIL import Image
 
 from tfdaseg.data import labels
 from tfdaseg.data import schema
-from tfdaseg.data.converters.base import BadFileError, Converter, SourcePair, read_bytes, source_name
+from tfdaseg.data.converters.base import BadFileError, Converter, SourcePair
+from tfdaseg.data.converters.base import read_bytes, source_name
 
 _MAGIC_FORMATS = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
 
@@ -113,7 +114,8 @@ def encode_pair(converter: Converter, pair: SourcePair,
           f"is {width}x{height}")
   if resize is not None:
     width, height = resize
-    rgb = image.convert("RGB").resize(resize, Image.Resampling.BICUBIC)  # The reference loaders' filter.
+    # BICUBIC: the reference loaders' filter.
+    rgb = image.convert("RGB").resize(resize, Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG")
     data, fmt = buffer.getvalue(), "png"
@@ -127,7 +129,8 @@ def encode_pair(converter: Converter, pair: SourcePair,
     if converter.class_labels:
       class_ids = np.nonzero(class_pixels[:num_classes])[0].tolist()
   example = schema.make_example(data, fmt, height, width, pair.filename, label_png, class_ids)
-  # Deterministic: map fields in a fixed order, so shards are identical whichever process wrote them.
+  # Deterministic: map fields in a fixed order, so shards are identical whichever process
+  # wrote them.
   return EncodedExample(pair.filename, example.SerializeToString(deterministic=True), class_pixels)
 
 

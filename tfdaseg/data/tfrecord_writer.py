@@ -26,7 +26,6 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfdaseg.data import labels
 from tfdaseg.data import record_encoder
 from tfdaseg.data import shards
 from tfdaseg.data import tfds_metadata
