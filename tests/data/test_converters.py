@@ -5,6 +5,8 @@ Every decoded label pixel is compared with ids computed independently from the r
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -186,3 +188,16 @@ def test_tfds_cityscapes_reads_prepared_builder_data(tmp_path):
     assert records[image_id]["raw"] == images[image_id]
     np.testing.assert_array_equal(records[image_id]["label"][..., 0],
                                   datasets.expected_ids(ids, labels.CITYSCAPES_ID_TO_TRAIN_ID))
+
+
+def test_console_entry_point_reports_bad_input_in_one_line(tmp_path):
+  """`run()` (the tfdaseg-convert console script): flags parsed, error named, non-zero exit."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run(
+      [sys.executable, "-c", "from tools.convert_to_tfrecord import run; run()",
+       "--dataset=camvid", f"--data_dir={tmp_path}", "--split=val", f"--output_dir={tmp_path}"],
+      cwd=root, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert result.returncode != 0
+  assert f"convert_to_tfrecord: error: {tmp_path}/val: missing folder" in result.stderr
+  assert "Traceback" not in result.stderr
