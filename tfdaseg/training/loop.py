@@ -114,8 +114,18 @@ class _Periodic:
     return self.every > 0 and (step % self.every == 0 or step == self.stop)
 
 
-def _distributed_step(model: DomainAdaptationModel, strategy: tf.distribute.Strategy,
-                      iter_size: int) -> Callable:
+def distributed_step(model: DomainAdaptationModel, strategy: tf.distribute.Strategy,
+                     iter_size: int) -> Callable:
+  """A `tf.function` that runs one global step on every replica and returns the mean logs.
+
+  Args:
+    model: The training model (built in `strategy.scope()`).
+    strategy: The distribution strategy.
+    iter_size: Sub-batches drawn from the iterator per step.
+
+  Returns:
+    step_fn(distributed iterator) -> {log name: scalar averaged over replicas}.
+  """
   @tf.function
   def step_fn(iterator):
     batches = tuple(next(iterator) for _ in range(iter_size))
@@ -190,7 +200,7 @@ def _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chi
          step_variable, manager, latest, start) -> TrainResult:
   stop = config.num_steps_stop
   writer = summaries.create_writer(model_dir, chief)
-  step_fn = _distributed_step(model, strategy, config.iter_size)
+  step_fn = distributed_step(model, strategy, config.iter_size)
   summary_due = _Periodic(config.summary_every, stop)
   image_due = _Periodic(config.image_summary_every if preview else 0, stop)
   eval_due = _Periodic(config.eval_every if validator and chief else 0, stop)
