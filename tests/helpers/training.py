@@ -1,4 +1,8 @@
-"""Tiny trainers and in-memory data for the training tests (no TFRecords, 32x32 images)."""
+"""Tiny trainers, in-memory and TFRecord data, and a worker process for the training tests.
+
+Run as `python -m tests.helpers.training --model_dir=... --steps=N [--strategy=multi_worker]`
+it trains the tiny model in its own process (multi-worker and kill/resume tests).
+"""
 
 import argparse
 import os

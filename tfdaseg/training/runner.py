@@ -35,7 +35,8 @@ def restore_generator_weights(generator: keras.Model, path: str) -> None:
     if other is None or [tuple(w.shape) for w in other.weights] != shapes:
       problems.append(layer.name)
       continue
-    layer.set_weights(other.get_weights())
+    for mine, theirs in zip(layer.weights, other.weights):
+      mine.assign(theirs.value)
   if problems:
     raise ValueError(f"--restore_from={path}: {len(problems)} layers missing or of another "
                      f"shape, e.g. {problems[:5]} (was it built with the same --model, "
@@ -48,8 +49,7 @@ def initialise_generator(generator: keras.Model, config: TrainConfig) -> None:
   if config.restore_from:
     restore_generator_weights(generator, config.restore_from)
   elif config.init_weights:
-    from tfdaseg.models.imagenet_init import load_imagenet_weights
-    load_imagenet_weights(generator, config.init_weights, config.model)
+    models.load_imagenet_weights(generator, config.init_weights, config.model)
 
 
 def finished_step(model_dir: str) -> int:
