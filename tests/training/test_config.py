@@ -113,3 +113,8 @@ def test_data_patterns_and_class_spaces_are_checked(tfrecords, tmp_path):
   camvid = parse(*base, "--class_set=11")
   with pytest.raises(inputs.DataError, match="'cityscapes19' labels but class set '11'"):
     inputs.training_streams(camvid, method)
+  oracle = parse(*base, "--method=target_only")
+  with pytest.raises(inputs.DataError, match="--target_train=.*converted without labels"):
+    inputs.training_streams(oracle, oracle.build_method())
+  labelled = parse(*base, "--method=target_only", f"--target_train={tfrecords['target_val']}")
+  assert set(inputs.training_streams(labelled, labelled.build_method())) == {"target"}

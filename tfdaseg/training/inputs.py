@@ -36,8 +36,15 @@ class Stream:
   size: tuple[int, int]
 
 
-def check_split(flag: str, pattern: str, class_set: labels.ClassSet) -> dict:
+def check_split(flag: str, pattern: str, class_set: labels.ClassSet,
+                needs_labels: bool) -> dict:
   """Checks that `pattern` names TFRecords whose storage space `class_set` reads.
+
+  Args:
+    flag: The flag that names the split (for messages).
+    pattern: Its TFRecord file pattern.
+    class_set: The class set its labels are read into.
+    needs_labels: Whether the split must be labelled.
 
   Returns:
     The split's manifest.
@@ -58,6 +65,9 @@ def check_split(flag: str, pattern: str, class_set: labels.ClassSet) -> dict:
                     f"--target_class_set)")
   if not manifest.get("count"):
     raise DataError(f"--{flag}={pattern}: the manifest lists no images")
+  if needs_labels and not manifest.get("labelled", True):
+    raise DataError(f"--{flag}={pattern}: the split was converted without labels "
+                    "(--unlabeled) but this run needs its labels")
   return manifest
 
 
@@ -65,7 +75,7 @@ def training_streams(config: TrainConfig, method: Method) -> dict[str, Stream]:
   """The method's streams, each checked against its manifest.
 
   Raises:
-    DataError: for a missing pattern or a class-space mismatch.
+    DataError: for a missing pattern, a class-space mismatch or missing labels.
   """
   available = {
       SOURCE: Stream("source_train", config.source_train, config.model_class_set,
@@ -74,8 +84,9 @@ def training_streams(config: TrainConfig, method: Method) -> dict[str, Stream]:
                      config.target_size),
   }
   streams = {name: available[name] for name in method.streams}
-  for stream in streams.values():
-    check_split(stream.flag, stream.pattern, stream.class_set)
+  for name, stream in streams.items():
+    check_split(stream.flag, stream.pattern, stream.class_set,
+                needs_labels=name in method.labelled_streams)
   return streams
 
 
@@ -98,7 +109,7 @@ def validation_dataset_fn(config: TrainConfig) -> Callable[[], tf.data.Dataset]:
   Raises:
     DataError: for a missing pattern or a class-space mismatch.
   """
-  check_split("target_val", config.target_val, config.target_classes)
+  check_split("target_val", config.target_val, config.target_classes, needs_labels=True)
   return lambda: pipeline.make_dataset(config.target_val, class_set=config.target_classes.name,
                                        image_size=config.target_size, label_size=None,
                                        batch_size=1, training=False)
