@@ -52,8 +52,9 @@ def build_serving_archive(generator: keras.Model, class_set: labels.ClassSet,
     A `keras.export.ExportArchive`; `write_out(path)` saves it.
   """
   forward = _restricted_forward(generator, channels)
+  # Endpoints track the variables they use; `track(generator)` would store every weight twice
+  # (once as the Keras variable, once as the tf.Variable the graphs capture).
   archive = keras.export.ExportArchive()
-  archive.track(generator)
   archive.add_endpoint(
       "serving_default", lambda images: segment_images(forward, images, options),
       input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
