@@ -21,10 +21,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfdaseg.training import summaries
+from tfdaseg.training import losses, summaries, validation
 from tfdaseg.training.model import DomainAdaptationModel
 from tfdaseg.training.strategies import is_chief
-from tfdaseg.training import validation
 
 # (input context, seed) -> dataset of {stream: batch} with the per-replica batch size.
 DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
@@ -135,16 +134,16 @@ def distributed_step(model: DomainAdaptationModel, strategy: tf.distribute.Strat
   return step_fn
 
 
-def _write_preview(writer, model: DomainAdaptationModel, preview: Preview, step: int) -> None:
+def _write_preview(writer: tf.summary.SummaryWriter, model: DomainAdaptationModel,
+                   preview: Preview, step: int) -> None:
   rows = []
-  for stream, batch in preview.batch.items():
-    logits = model.generator(batch["image"], training=False)["logits"]
+  for batch in preview.batch.values():
     labels = batch["label"]
-    logits = tf.image.resize(tf.cast(logits, tf.float32), tf.shape(labels)[1:3])
-    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    logits = model.generator(batch["image"], training=False)["logits"]
+    predictions = tf.argmax(losses.upsample_bilinear(logits, tf.shape(labels)[1:3]), axis=-1,
+                            output_type=tf.int32)
     for i in range(int(tf.shape(labels)[0])):
       rows.append({"image": batch["image"][i], "label": labels[i], "prediction": predictions[i]})
-    del stream
   panel = tuple(int(d) for d in tf.shape(rows[-1]["label"])[:2])
   summaries.write_image(writer, step, "predictions",
                         summaries.prediction_grid(rows, preview.palette, panel),
@@ -189,20 +188,25 @@ def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, datase
       logging.info("%s is already trained to step %d (num_steps_stop %d): nothing to do",
                    model_dir, start, config.num_steps_stop)
       return TrainResult(start, start, 0.0, {})
-    return _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chief,
-                step_variable, manager, latest, start)
+    return _train_from(start, model=model, strategy=strategy, dataset_fn=dataset_fn,
+                       model_dir=model_dir, config=config, validator=validator, preview=preview,
+                       chief=chief, step_variable=step_variable, manager=manager, latest=latest)
   finally:
     if not chief:
       shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chief,
-         step_variable, manager, latest, start) -> TrainResult:
+def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distribute.Strategy,
+                dataset_fn: DatasetFn, model_dir: str, config: LoopConfig,
+                validator: validation.Validator | None, preview: Preview | None, chief: bool,
+                step_variable: tf.Variable, manager: tf.train.CheckpointManager,
+                latest: str | None) -> TrainResult:
+  """The steps from `start` to `config.num_steps_stop`, checkpointing each segment."""
   stop = config.num_steps_stop
   writer = summaries.create_writer(model_dir, chief)
   step_fn = distributed_step(model, strategy, config.iter_size)
   summary_due = _Periodic(config.summary_every, stop)
-  image_due = _Periodic(config.image_summary_every if preview else 0, stop)
+  image_due = _Periodic(config.image_summary_every if preview and chief else 0, stop)
   eval_due = _Periodic(config.eval_every if validator and chief else 0, stop)
   progbar = keras.utils.Progbar(stop - start, verbose=1 if chief else 0,
                                 unit_name="step")
@@ -234,7 +238,8 @@ def _run(model, strategy, dataset_fn, model_dir, config, validator, preview, chi
         _write_preview(writer, model, preview, step)
       if eval_due(step):
         result = validator(model.generator)
-        summaries.write_scalars(writer, step, {"eval/miou": result["miou"] or 0.0})
+        if result["miou"] is not None:
+          summaries.write_scalars(writer, step, {"eval/miou": result["miou"]})
         best = validation.record(model_dir, step, result)["best"]
         logging.info("step %d: validation mIoU %s (best %s at step %s)", step, result["miou"],
                      best and best["miou"], best and best["step"])
