@@ -50,8 +50,9 @@ def test_training_batches_have_contract_shapes_and_dtypes(split):
   assert len(batches) == 3
 
 
-def test_eval_passes_once_in_order_with_exact_values(split):
-  batches = eval_batches(split, label_size=None)
+@pytest.mark.parametrize("image_size", [None, (WIDTH, HEIGHT)])
+def test_eval_passes_once_in_order_with_exact_values(split, image_size):
+  batches = eval_batches(split, image_size=image_size, interpolation="bicubic")
   assert [b["filename"].decode() for b in batches] == [f"img{i}.png" for i in range(NUM_IMAGES)]
   for batch in batches:
     name = batch["filename"].decode()

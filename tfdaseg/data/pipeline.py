@@ -38,6 +38,22 @@ def _resize_bicubic_like_pil(image: tf.Tensor, size: tuple[int, int]) -> tf.Tens
   return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
 
 
+def _resize_nearest(label: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+  return tf.image.resize(label, size, method="nearest")
+
+
+def _resize_unless_sized(image: tf.Tensor, size: tuple[int, int],
+                         resize: Callable[[tf.Tensor, tuple[int, int]], tf.Tensor],
+                         dtype: tf.DType) -> tf.Tensor:
+  """Returns `resize(image, size)`, or `image` (cast to `dtype`) when it already has that size.
+
+  Shards converted with --resize to the input size are thus read without any resampling.
+  """
+  sized = tf.reduce_all(tf.equal(tf.shape(image)[:2], size))
+  resized = tf.cond(sized, lambda: tf.cast(image, dtype), lambda: resize(image, size))
+  return tf.ensure_shape(resized, [size[0], size[1], image.shape[-1]])
+
+
 # Image interpolation by name (`interpolation=` of make_dataset); labels always use nearest.
 INTERPOLATIONS: dict[str, Callable[[tf.Tensor, tuple[int, int]], tf.Tensor]] = {
     "bilinear": _resize_bilinear,
@@ -123,10 +139,10 @@ class Parser:
     image, label = decoded["image"], decoded["label"]
     size = _hw(self.image_size)
     if size is not None:
-      image = INTERPOLATIONS[self.interpolation](image, size)
+      image = _resize_unless_sized(image, size, INTERPOLATIONS[self.interpolation], tf.float32)
     label_size = size if self.label_size == SAME else _hw(self.label_size)
     if label_size is not None:
-      label = tf.image.resize(label, label_size, method="nearest")
+      label = _resize_unless_sized(label, label_size, _resize_nearest, tf.uint8)
     image = preprocessing.caffe_preprocess(image)
     if self.augment is not None:
       image, label = augment_lib.augment(image, label, seed, self.augment)
