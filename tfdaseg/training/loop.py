@@ -13,6 +13,7 @@ the same weights): tf.data iterators of distributed datasets cannot be checkpoin
 import dataclasses
 import math
 import shutil
+import sys
 import tempfile
 import time
 from typing import Callable, Mapping
@@ -208,8 +209,9 @@ def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distri
   summary_due = _Periodic(config.summary_every, stop)
   image_due = _Periodic(config.image_summary_every if preview and chief else 0, stop)
   eval_due = _Periodic(config.eval_every if validator and chief else 0, stop)
-  progbar = keras.utils.Progbar(stop - start, verbose=1 if chief else 0,
-                                unit_name="step")
+  # In a log file (no terminal) a bar line every 30 s instead of one per step.
+  progbar = keras.utils.Progbar(stop - start, verbose=1 if chief else 0, unit_name="step",
+                                interval=0.05 if sys.stdout.isatty() else 30.0)
   step, logs = start, {}
   started = window_start = time.time()
   window_steps = 0
