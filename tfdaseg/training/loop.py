@@ -240,8 +240,9 @@ def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distri
         _write_preview(writer, model, preview, step)
       if eval_due(step):
         result = validator(model.generator)
-        if result["miou"] is not None:
-          summaries.write_scalars(writer, step, {"eval/miou": result["miou"]})
+        scores = {"eval/miou": result["miou"], **{
+            f"eval/iou/{name}": iou for name, iou in result["per_class_iou"].items()}}
+        summaries.write_scalars(writer, step, {k: v for k, v in scores.items() if v is not None})
         best = validation.record(model_dir, step, result)["best"]
         logging.info("step %d: validation mIoU %s (best %s at step %s)", step, result["miou"],
                      best and best["miou"], best and best["step"])
