@@ -129,9 +129,17 @@ def distributed_step(model: DomainAdaptationModel, strategy: tf.distribute.Strat
   @tf.function
   def step_fn(iterator):
     batches = tuple(next(iterator) for _ in range(iter_size))
-    logs = strategy.run(model.train_step, args=(batches,))
-    return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in logs.items()}
+    names = []
+
+    def replica_step(batches):
+      logs = model.train_step(batches)
+      names[:] = sorted(logs)
+      # One stacked vector, so that the replicas' logs are reduced in a single exchange.
+      return tf.stack([logs[k] for k in names])
+
+    values = strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                             strategy.run(replica_step, args=(batches,)), axis=None)
+    return dict(zip(names, tf.unstack(values)))
   return step_fn
 
 
