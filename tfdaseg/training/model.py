@@ -197,8 +197,9 @@ def build_discriminators(method: Method, generator: keras.Model,
   missing = sorted(method.required_outputs() - available)
   if missing:
     raise ValueError(f"method {type(method).__name__} needs generator outputs {missing}; the "
-                     f"generator {generator.name!r} has {sorted(available)} (multi-level "
-                     f"methods need a multi-level model, e.g. deeplab_v2_resnet101_multi)")
+                     f"generator {generator.name!r} has {sorted(available)} (aux_logits comes "
+                     "from a multi-level model such as deeplab_v2_resnet101_multi; with a "
+                     "single-level model use --levels=single and --lambda_seg=0)")
   return {name: builder(spec.model, num_channels=int(generator.output[spec.reads].shape[-1]),
                         **dict(spec.options))
           for name, spec in method.discriminators().items()}
