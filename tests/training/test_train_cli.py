@@ -64,6 +64,8 @@ def test_bad_data_exits_with_the_flag_and_the_problem(tfrecords, tmp_path):
     run_main(*args, "--class_set=11")
   with pytest.raises(SystemExit, match="unknown --method='fda'"):
     run_main(*args, "--method=fda")
+  with pytest.raises(SystemExit, match="--model=deeplab_v2_resnet101_single: .*--levels=single"):
+    run_main(*args, *helpers.TINY_TRAIN_FLAGS, "--model=deeplab_v2_resnet101_single")
   assert not list_checkpoints(str(tmp_path))
 
 

@@ -87,14 +87,18 @@ def run(config: TrainConfig) -> loop.TrainResult:
     validator = Validator(inputs.validation_dataset_fn(config), config.target_classes,
                           config.model_class_set)
   with strategy.scope():
-    generator = models.build(config.model, **config.generator_options())
-    initialise_generator(generator, config)
-    model = build_training_model(
-        generator, method, num_classes=config.model_class_set.num_classes,
-        head_variables=models.split_head_variables(generator)[1],
-        config=OptimizerConfig(config.learning_rate, config.learning_rate_d, config.num_steps,
-                               config.power, config.momentum, config.weight_decay),
-        precision=config.mixed_precision, jit_compile=resolve_xla(config.xla, strategy))
+    try:
+      generator = models.build(config.model, **config.generator_options())
+      initialise_generator(generator, config)
+      model = build_training_model(
+          generator, method, num_classes=config.model_class_set.num_classes,
+          head_variables=models.split_head_variables(generator)[1],
+          config=OptimizerConfig(config.learning_rate, config.learning_rate_d, config.num_steps,
+                                 config.power, config.momentum, config.weight_decay),
+          precision=config.mixed_precision, jit_compile=resolve_xla(config.xla, strategy))
+    except (TypeError, ValueError) as e:
+      # Model options, initial weights or the method's needs that do not fit the model.
+      raise ConfigError(f"--model={config.model}: {e}") from None
   if is_chief(strategy):
     write_generator_spec(config.model_dir, generator, config.class_set, config.target_size)
   dataset_fn = inputs.training_dataset_fn(streams, config.batch_size)
