@@ -60,20 +60,30 @@ class AsppClassifier(keras.layers.Layer):
     self.rates = tuple(int(r) for r in rates)
     self.aspp_compat = aspp_compat
     self.num_summed = summed_branches(aspp_compat, len(self.rates))
-    self.kernels = []
-    self.biases = []
 
   def build(self, input_shape):
     channels = input_shape[-1]
     for index in range(len(self.rates)):
       trainable = index < self.num_summed
+      # Each weight is an attribute of its own: tf.train.Checkpoint does not track variables
+      # held in a Python list, so checkpoints would silently lack the heads.
       # The reference initialises each branch's kernel with N(0, 0.01); the bias starts at zero.
-      self.kernels.append(self.add_weight(
+      setattr(self, f"kernel_{index}", self.add_weight(
           name=f"conv2d_list_{index}_kernel", shape=(3, 3, channels, self.num_classes),
           initializer=keras.initializers.RandomNormal(stddev=0.01), trainable=trainable))
-      self.biases.append(self.add_weight(
+      setattr(self, f"bias_{index}", self.add_weight(
           name=f"conv2d_list_{index}_bias", shape=(self.num_classes,), initializer="zeros",
           trainable=trainable))
+
+  @property
+  def kernels(self) -> list:
+    """The branches' kernels, in rate order."""
+    return [getattr(self, f"kernel_{index}") for index in range(len(self.rates))]
+
+  @property
+  def biases(self) -> list:
+    """The branches' biases, in rate order."""
+    return [getattr(self, f"bias_{index}") for index in range(len(self.rates))]
 
   def call(self, inputs):
     total = None
