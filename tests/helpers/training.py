@@ -128,21 +128,34 @@ TINY_TRAIN_FLAGS = [
 ]
 
 
-def slowed(fn: loop.DatasetFn, seconds: float) -> loop.DatasetFn:
-  """`fn` whose elements each take `seconds` longer (to kill a run between checkpoints)."""
-  def delay(element):
-    pause = tf.ensure_shape(tf.py_function(lambda: time.sleep(seconds) or 0.0, [], tf.float32),
-                            [])
+def stalled_after_first_segment(fn: loop.DatasetFn, first_seed: int) -> loop.DatasetFn:
+  """`fn` whose input hangs from the second checkpoint segment on (its seed differs from the
+  first's): a run of it writes its first checkpoint, then waits to be killed."""
+  def hang(element):
+    pause = tf.ensure_shape(tf.py_function(lambda: time.sleep(3600) or 0.0, [], tf.float32), [])
     return tf.nest.map_structure(
         lambda t: t + tf.cast(pause * 0.0, t.dtype) if t.dtype.is_floating else t, element)
 
-  return lambda context, seed: fn(context, seed).map(delay)
+  def build(context, seed):
+    dataset = fn(context, seed)
+    return dataset if seed == first_seed else dataset.map(hang)
+
+  return build
 
 
 def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy | None = None,
-               save_every: int = 2, global_batch: int = 2, sleep: float = 0.0,
+               save_every: int = 2, global_batch: int = 2, stall: bool = False,
                **loop_options) -> tuple[DomainAdaptationModel, loop.TrainResult]:
   """Trains a tiny AdaptSegNet model on in-memory data to `steps` (resuming from `model_dir`).
+
+  Args:
+    model_dir: The run folder.
+    steps: num_steps_stop.
+    strategy: Default one CPU device.
+    save_every: Checkpoint period.
+    global_batch: Images per stream and step.
+    stall: Hang after the first checkpoint (`stalled_after_first_segment`).
+    **loop_options: Further `loop.LoopConfig` fields.
 
   Returns:
     (model, result).
@@ -150,11 +163,11 @@ def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy |
   strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
   with strategy.scope():
     model = tiny_model("adaptsegnet")
-  data = dataset_fn(stream_arrays(), global_batch)
-  if sleep:
-    data = slowed(data, sleep)
   config = loop.LoopConfig(num_steps_stop=steps, save_pred_every=save_every,
                            **{"summary_every": 0, **loop_options})
+  data = dataset_fn(stream_arrays(), global_batch)
+  if stall:
+    data = stalled_after_first_segment(data, config.random_seed)
   return model, loop.train(model, strategy, data, model_dir, config)
 
 
@@ -164,7 +177,8 @@ def _worker_main() -> None:
   parser.add_argument("--model_dir", required=True)
   parser.add_argument("--steps", type=int, required=True)
   parser.add_argument("--strategy", default="one_device", choices=["one_device", "multi_worker"])
-  parser.add_argument("--sleep", type=float, default=0.0)
+  parser.add_argument("--stall", action="store_true",
+                      help="hang after the first checkpoint (to be killed)")
   parser.add_argument("--deterministic", action="store_true")
   parser.add_argument("--weights_out")
   args = parser.parse_args()
@@ -172,7 +186,7 @@ def _worker_main() -> None:
     tf.config.experimental.enable_op_determinism()
   strategy = (tf.distribute.MultiWorkerMirroredStrategy() if args.strategy == "multi_worker"
               else tf.distribute.OneDeviceStrategy("/cpu:0"))
-  model, _ = train_tiny(args.model_dir, args.steps, strategy=strategy, sleep=args.sleep,
+  model, _ = train_tiny(args.model_dir, args.steps, strategy=strategy, stall=args.stall,
                         summary_every=1)
   if args.weights_out:
     np.savez(args.weights_out, *weights(model))

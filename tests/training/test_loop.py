@@ -50,7 +50,7 @@ def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_
   steps, killed_dir = 4, str(tmp_path / "killed")
   process = subprocess.Popen(
       [sys.executable, "-m", "tests.helpers.training", f"--model_dir={killed_dir}",
-       f"--steps={steps}", "--sleep=1.0", "--deterministic"],
+       f"--steps={steps}", "--stall", "--deterministic"],
       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   watcher = kill_at_checkpoint(process, killed_dir, 2)
   reference, _ = helpers.train_tiny(str(tmp_path / "reference"), steps)
