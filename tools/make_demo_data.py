@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -155,7 +156,9 @@ def _draw_all(root: str, params: DemoParams, num_workers: int) -> None:
                         for p in (item.image_path, item.label_path)}):
     os.makedirs(os.path.join(root, folder), exist_ok=True)
   write = functools.partial(_write_item, root, params)
-  progress = tqdm(total=len(items), unit="img", desc="drawing scenes", smoothing=0.1)
+  # Redraw rarely when stderr is a log file rather than a terminal, to keep logs short.
+  progress = tqdm(total=len(items), unit="img", desc="drawing scenes", smoothing=0.1,
+                  mininterval=0.2 if sys.stderr.isatty() else 10.0)
   start = time.time()
   if num_workers <= 1:
     for item in items:

@@ -51,7 +51,7 @@ DETAIL = 1  # windows (buildings, cars), lane markings, heads, sign borders
 TRIM = 2    # wheels, legs, tree trunks
 
 # Bump whenever the scene drawn from a given seed changes, so stamps of older data stop matching.
-VERSION = 1
+VERSION = 2
 
 _CAMERA_HEIGHT = 1.5  # metres
 _FOCAL = 0.8          # focal length in image widths: about 64 degrees horizontal field of view
