@@ -47,17 +47,24 @@ class AdversarialMethod(Method):
     """What the level's discriminator sees of `stream` (differentiable w.r.t. the generator)."""
     raise NotImplementedError
 
-  def _input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
-    return ctx.memo(("discriminator_input", stream, level),
-                    lambda: self.discriminator_input(ctx, stream, level))
+  def _logits(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
+    """The level's discriminator on `stream`, computed once per step.
+
+    The target's logits serve both the generator's adversarial loss and the discriminator's
+    loss: the trainer differentiates each loss only with respect to its own network's
+    variables, which is the reference's requires_grad=False / detach() without a second
+    forward pass. The source's maps only train the discriminator, so they are detached.
+    """
+    def compute():
+      inputs = self.discriminator_input(ctx, stream, level)
+      return ctx.discriminate(level, inputs if stream == TARGET else tf.stop_gradient(inputs))
+    return ctx.memo(("discriminator_logits", stream, level), compute)
 
   def adaptation_objective(self, ctx: StepContext) -> Objective:
     objective = Objective()
     for level in self.adversarial_levels():
-      logits = ctx.discriminate(level, self._input(ctx, TARGET, level))
-      # Only the generator's variables are differentiated for this loss: the discriminator
-      # is "frozen" here as the reference sets requires_grad=False.
-      objective.add_loss(f"adv_{level}", self.gan.loss(logits, gan_losses.SOURCE_LABEL),
+      objective.add_loss(f"adv_{level}",
+                         self.gan.loss(self._logits(ctx, TARGET, level), gan_losses.SOURCE_LABEL),
                          self.adversarial_weight(level))
     return objective
 
@@ -67,7 +74,7 @@ class AdversarialMethod(Method):
       objective = Objective()
       accuracies = []
       for stream, label in ((SOURCE, gan_losses.SOURCE_LABEL), (TARGET, gan_losses.TARGET_LABEL)):
-        logits = ctx.discriminate(level, tf.stop_gradient(self._input(ctx, stream, level)))
+        logits = self._logits(ctx, stream, level)
         objective.add_loss(f"d_{level}_{stream}", self.gan.loss(logits, label), 0.5)
         accuracies.append(self.gan.accuracy(logits, label))
       objective.add_metric(f"d_accuracy_{level}", tf.add_n(accuracies) / len(accuracies))

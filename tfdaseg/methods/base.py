@@ -201,6 +201,11 @@ class Method:
     return self.supervised_objective(ctx).merge(self.adaptation_objective(ctx))
 
   def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
-    """Discriminator name -> its loss, on detached generator outputs (none by default)."""
+    """Discriminator name -> its loss (none by default).
+
+    The trainer differentiates each discriminator's loss with respect to that discriminator's
+    variables only, and the generator's loss with respect to the generator's only: outputs
+    shared by both losses need no detaching (the reference's detach() / requires_grad=False).
+    """
     del ctx
     return {}

@@ -1,9 +1,11 @@
 """The training model: generator, a method's discriminators, one optimiser per update, and the step.
 
 `train_step` follows AdaptSegNet's train_gta2cityscapes_multi.py for every method: per sub-batch,
-the generator's losses (supervised, then adaptation on target with the discriminators held
-fixed) and the discriminators' losses on detached outputs are computed with the same weights;
-gradients are summed over the `iter_size` sub-batches; then every optimiser applies once. The
+the generator's losses (supervised, then adaptation on target) and the discriminators' losses
+are computed with the same weights; the generator's loss is differentiated with respect to the
+generator only (the discriminators are held fixed) and each discriminator's loss with respect to
+that discriminator only (the generator's outputs are detached); gradients are summed over the
+`iter_size` sub-batches; then every optimiser applies once. The
 per-replica loss-and-gradient computation is one `tf.function` (XLA-compilable); the optimisers,
 which all-reduce across replicas, run outside it.
 """
