@@ -1,4 +1,4 @@
-"""ADVENT (Vu et al., CVPR 2019): entropy minimisation (MinEnt) and adversarial entropy alignment (AdvEnt).
+"""ADVENT (Vu et al., CVPR 2019): entropy minimisation (MinEnt) and entropy alignment (AdvEnt).
 
 `--advent_mode=minent` minimises the target's normalised entropy (weights lambda_ent_target1/2);
 `advent` puts the discriminators on the weighted self-information maps -p log p / log C instead

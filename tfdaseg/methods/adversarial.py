@@ -1,4 +1,4 @@
-"""Adversarial alignment of one generator output per level: the shared part of AdaptSegNet and AdvEnt.
+"""Adversarial alignment of a generator output per level: what AdaptSegNet and AdvEnt share.
 
 Per level (the reference's D1 on the aux head, D2 on the main head): the generator is pushed to
 make the discriminator call its target maps "source"; the discriminator learns source (0) vs

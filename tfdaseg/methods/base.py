@@ -178,7 +178,8 @@ class Method:
   def supervised_objective(self, ctx: StepContext) -> Objective:
     """Cross-entropy on every labelled stream: CE(main) + lambda_seg * CE(aux).
 
-    Logits are upsampled to the label size inside the loss. The aux term is skipped when lambda_seg is 0 (the reference's single-level setting).
+    Logits are upsampled to the label size inside the loss. The aux term is skipped when
+    lambda_seg is 0 (the reference's single-level setting).
     """
     objective = Objective()
     for stream in self.labelled_streams:

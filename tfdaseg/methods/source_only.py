@@ -1,4 +1,4 @@
-"""Source only: supervised cross-entropy on the labelled source domain, no adaptation (the baseline)."""
+"""Source only: cross-entropy on the labelled source domain, no adaptation (the baseline)."""
 
 from tfdaseg.methods.base import SOURCE, Method
 from tfdaseg.methods.registry import METHODS

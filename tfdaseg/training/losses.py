@@ -6,7 +6,7 @@ from tfdaseg.data.labels import IGNORE_ID
 
 
 def upsample_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """Bilinear resize with align_corners=True, as the reference's nn.Upsample(..., align_corners=True).
+  """Bilinear resize with aligned corners, as the reference's nn.Upsample(align_corners=True).
 
   Output pixel i samples input position i * (in - 1) / (out - 1) (corner pixels map to corner
   pixels); `tf.image.resize` has no such mode, the raw op has.

@@ -1,4 +1,4 @@
-"""Mixed precision: the Keras policy per `--mixed_precision`, and loss scaling where float16 needs it."""
+"""Mixed precision: the Keras policy per `--mixed_precision`; loss scaling where float16 needs it."""
 
 import keras
 
