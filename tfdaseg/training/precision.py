@@ -1,4 +1,4 @@
-"""Mixed precision: the Keras policy per `--mixed_precision`; loss scaling where float16 needs it."""
+"""Mixed precision: the Keras policy of `--mixed_precision`; loss scaling for float16."""
 
 import keras
 
