@@ -51,28 +51,8 @@ class LoadedModel:
     """
     if self.model_dir is None or self.generator is None:
       raise ValueError(f"{self.description}: only a --model_dir run has checkpoints to restore")
-    check_checkpoint_holds(self.generator, checkpoint)
-    tf.train.Checkpoint(generator=self.generator).restore(checkpoint).expect_partial()
+    checkpoints.restore_generator_weights(self.generator, checkpoint)
     self.description = f"{self.model_dir} ({os.path.basename(checkpoint)})"
-
-
-def check_checkpoint_holds(generator: keras.Model, checkpoint: str) -> None:
-  """Checks that `checkpoint` saved every weight of the generator.
-
-  `expect_partial()` restores silently skip variables the checkpoint lacks (a layer whose
-  weights TF's object graph does not track), which would leave them randomly initialised.
-  Keras `weights` leave out random-seed states, which checkpoints do not hold either.
-
-  Raises:
-    ValueError: naming the checkpoint and how many variables it lacks.
-  """
-  saved = [name for name, _ in tf.train.list_variables(checkpoint)
-           if name.startswith("generator/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
-           and ".OPTIMIZER_SLOT" not in name]
-  if len(saved) < len(generator.weights):
-    raise ValueError(f"{checkpoint}: holds {len(saved)} of the generator's "
-                     f"{len(generator.weights)} variables; the others would stay random "
-                     "(a layer whose weights tf.train.Checkpoint does not track)")
 
 
 def _size(value) -> tuple[int, int] | None:
@@ -85,7 +65,6 @@ def load_model_dir(path: str, *, checkpoint: str | None = None,
   """A training run: generator.json plus the latest (or the given) checkpoint."""
   generator, spec = checkpoints.restore_generator(path, checkpoint)
   used = checkpoint or tf.train.latest_checkpoint(path)
-  check_checkpoint_holds(generator, used)
   return LoadedModel(
       forward=keras_forward(generator),
       class_set=labels.get_class_set(class_set or spec["class_set"]),

@@ -72,5 +72,29 @@ def restore_generator(model_dir: str, checkpoint: str | None = None) -> tuple[ke
   path = checkpoint or tf.train.latest_checkpoint(model_dir)
   if path is None:
     raise FileNotFoundError(f"{model_dir}: no checkpoint to restore")
-  tf.train.Checkpoint(generator=generator).restore(path).expect_partial()
+  restore_generator_weights(generator, path)
   return generator, spec
+
+
+def restore_generator_weights(generator: keras.Model, checkpoint: str) -> None:
+  """Loads the generator's weights from a training checkpoint, refusing partial ones.
+
+  A run's checkpoint also holds discriminators and optimisers, which are not needed here; but
+  every generator variable must be found, or it would silently keep its random initial value.
+  Variables are matched through the checkpoint's object graph, not by key names: TF saves each
+  variable once, under whichever path it meets first (often an optimiser's).
+
+  Args:
+    generator: A built generator of the run's architecture.
+    checkpoint: A checkpoint prefix.
+
+  Raises:
+    ValueError: naming the checkpoint, when it lacks some of the generator's variables.
+  """
+  status = tf.train.Checkpoint(generator=generator).restore(checkpoint)
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ValueError(f"{checkpoint}: does not hold every weight of the generator, the rest would "
+                     f"stay random ({str(e)[:300]})") from None
+  status.expect_partial()
