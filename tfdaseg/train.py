@@ -15,6 +15,7 @@ from tfdaseg.training import config as train_config
 from tfdaseg.training import runner
 from tfdaseg.training.inputs import DataError
 from tfdaseg.training.loop import NonFiniteLossError
+from tfdaseg.utils.cli import run_app
 
 FLAGS = flags.FlagValues()
 train_config.define_flags(FLAGS)
@@ -30,18 +31,10 @@ def main(argv: list[str]) -> None:
     raise SystemExit(f"tfdaseg.train: error: {e}") from None
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  remaining = flags.FLAGS(argv)
-  FLAGS.mark_as_parsed()
-  return remaining
-
 
 def run() -> None:
   """Console-script entry point (`tfdaseg-train`)."""
-  flags.FLAGS.append_flag_values(FLAGS)
-  for name in FLAGS:
-    flags.declare_key_flag(name)  # Listed by --help.
-  app.run(main, flags_parser=_parse_flags)
+  run_app(main, FLAGS)
 
 
 if __name__ == "__main__":

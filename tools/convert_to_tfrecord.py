@@ -19,6 +19,7 @@ from tfdaseg.data.converters import CONVERTERS
 from tfdaseg.data.converters import ConverterOptions
 from tfdaseg.data.tfrecord_writer import WriteOptions
 from tfdaseg.data.tfrecord_writer import write_split
+from tfdaseg.utils.cli import run_app
 
 # The tool's own flag registry: other tfdaseg CLIs define --output_dir, --resize, ... too, and
 # one process (a test run) may import several of them. `run` adds these flags to absl's.
@@ -89,27 +90,19 @@ def main(argv: list[str]) -> None:
   ))
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  remaining = flags.FLAGS(argv)
-  FLAGS.mark_as_parsed()
-  return remaining
-
 
 def _main_reporting_errors(argv: list[str]) -> None:
   # Bad input (a missing folder, a bad file, a conflicting earlier conversion) gets one line
   # naming the file, not a traceback.
   try:
     main(argv)
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    sys.exit(f"convert_to_tfrecord: error: {e}")
+  except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    sys.exit(f"convert_to_tfrecord: error: {e.args[0] if isinstance(e, KeyError) else e}")
 
 
 def run() -> None:
   """Console-script entry point (`tfdaseg-convert`)."""
-  flags.FLAGS.append_flag_values(FLAGS)
-  for name in FLAGS:
-    flags.declare_key_flag(name)  # Listed by --help.
-  app.run(_main_reporting_errors, flags_parser=_parse_flags)
+  run_app(_main_reporting_errors, FLAGS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""Running an absl app whose flags live in their own `FlagValues`.
+
+Several commands define flags with the same names (`--model_dir`, `--output_dir`, ...); keeping
+each command's flags in its own `FlagValues` lets their modules be imported into one process
+(tests, the demo) without clashes. At run time they join absl's global flags, so `--help` and
+`--flagfile` work as usual.
+"""
+
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+
+def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> None:
+  """Runs `main` under `absl.app` with `flag_values` parsed from the command line.
+
+  Args:
+    main: The command's main function, taking the remaining argv.
+    flag_values: The command's own flags.
+  """
+  flags.FLAGS.append_flag_values(flag_values)
+  # --help lists the key flags of the main module, which absl names by its path (argv[0]),
+  # also for console scripts.
+  for name in flag_values:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag_values[name])
+
+  def parse(argv: list[str]) -> list[str]:
+    remaining = flags.FLAGS(argv)
+    flag_values.mark_as_parsed()
+    return remaining
+
+  app.run(main, flags_parser=parse)
