@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from tfdaseg.data import synthetic_scenes
 from tfdaseg.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE
+from tfdaseg.utils.cli import run_app
 
 STAMP = "DONE.json"
 
@@ -238,18 +239,25 @@ def make_demo_data(output_dir: str, params: DemoParams, overwrite: bool = False,
   return True
 
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder to create (gta5/, cityscapes/).")
-_SEED = flags.DEFINE_integer("seed", 0, "Dataset seed; the same seed gives identical files.")
+# Own FlagValues: names such as --output_dir are also other commands' (tfdaseg.utils.cli).
+FLAGS = flags.FlagValues()
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder to create (gta5/, cityscapes/).",
+                                  flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Dataset seed; the same seed gives identical files.",
+                              flag_values=FLAGS)
 _NUM_SOURCE = flags.DEFINE_integer("num_source", 2000, "Number of game (GTA5-layout) scenes.",
-                                   lower_bound=0)
+                                   lower_bound=0, flag_values=FLAGS)
 _NUM_TARGET_TRAIN = flags.DEFINE_integer(
-    "num_target_train", 2000, "Number of real (Cityscapes-layout) training scenes.", lower_bound=0)
+    "num_target_train", 2000, "Number of real (Cityscapes-layout) training scenes.",
+    lower_bound=0, flag_values=FLAGS)
 _NUM_TARGET_VAL = flags.DEFINE_integer(
-    "num_target_val", 200, "Number of real (Cityscapes-layout) validation scenes.", lower_bound=0)
-_SIZE = flags.DEFINE_string("size", "256x128", "Image size as WIDTHxHEIGHT.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if a matching folder exists.")
+    "num_target_val", 200, "Number of real (Cityscapes-layout) validation scenes.",
+    lower_bound=0, flag_values=FLAGS)
+_SIZE = flags.DEFINE_string("size", "256x128", "Image size as WIDTHxHEIGHT.", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if a matching folder exists.",
+                                flag_values=FLAGS)
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Drawing processes (default: one per "
-                                    "core).", lower_bound=1)
+                                    "core).", lower_bound=1, flag_values=FLAGS)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -276,8 +284,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  flags.mark_flag_as_required("output_dir")
-  app.run(main)
+  """Console entry point."""
+  flags.mark_flag_as_required("output_dir", flag_values=FLAGS)
+  run_app(main, FLAGS)
 
 
 if __name__ == "__main__":
