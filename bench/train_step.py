@@ -7,19 +7,25 @@ timed. For each configuration (precision x XLA x replicas) the model is built, t
 and warmed up, then the median of the timed steps is reported.
 
 Replicas 2 are two logical devices of this machine's CPU (MirroredStrategy), or two GPUs.
-The PyTorch reference step took ~1.7 s/step on the 2-core development machine (REFERENCE.md).
+With --torch_python (an interpreter that has torch, e.g. a separate venv with
+`pip install torch==2.13.0 numpy`), the PyTorch reference step (`bench/torch_reference_step.py`)
+is timed in the same run, before the TensorFlow configurations, and every record gets the
+reference's median and `speedup_vs_torch` (reference s/step over ours): the issue's goal is
+>= 1.2 in fp32 and >= 1.6 in bf16 (one device, XLA off).
 
 Prints progress, then LAST one JSON object per configuration:
   {"bench": "train_step", "model": "deeplab_v2_resnet101_multi", "size": "320x160", "batch": 1,
    "precision": "fp32", "xla": false, "replicas": 1, "s_per_step_median": ...}
 
-Usage: python bench/train_step.py [--quick] [--steps=5] [--warmup=2]
+Usage: python bench/train_step.py [--quick] [--steps=5] [--warmup=2] [--torch_python=PYTHON]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
 """
 
 import itertools
 import json
+import os
 import statistics
+import subprocess
 import time
 
 from absl import app, flags, logging
@@ -36,6 +42,9 @@ _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA of
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after tracing.")
 _SIZE = flags.DEFINE_string("size", "320x160", "WxH of source and target images.")
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", None, "A Python with torch installed: also time the PyTorch reference step "
+    "(bench/torch_reference_step.py) in this run and report speedups against it.")
 
 MODEL = "deeplab_v2_resnet101_multi"
 NUM_CLASSES = 19
@@ -100,9 +109,23 @@ def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -
           "s_per_step_median": round(statistics.median(times), 4)}
 
 
+def torch_reference(python: str, size: str) -> dict:
+  """Runs bench/torch_reference_step.py under `python` and returns its JSON record."""
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference_step.py")
+  logging.info("PyTorch reference step (%s)...", python)
+  result = subprocess.run([python, script, f"--size={size}", f"--steps={_STEPS.value}",
+                           f"--warmup={_WARMUP.value}"], check=True, stdout=subprocess.PIPE,
+                          text=True)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str]) -> None:
   del argv
   width, height = (int(v) for v in _SIZE.value.lower().split("x"))
+  reference = None
+  if _TORCH_PYTHON.value:
+    reference = torch_reference(_TORCH_PYTHON.value, _SIZE.value)
+    logging.info("%s", reference)
   if _QUICK.value:
     configs = [(precision, False, 1) for precision in PRECISIONS]
   else:
@@ -112,6 +135,12 @@ def main(argv: list[str]) -> None:
     results.append(measure(precision, xla, replicas, width, height))
     logging.info("%s", results[-1])
   set_precision("none")
+  if reference:
+    print(json.dumps(reference), flush=True)
+    for record in results:
+      record["torch_s_per_step_median"] = reference["s_per_step_median"]
+      record["speedup_vs_torch"] = round(
+          reference["s_per_step_median"] / record["s_per_step_median"], 3)
   for record in results:
     print(json.dumps(record), flush=True)
 
