@@ -19,6 +19,9 @@ from absl import app, flags
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data and training) to run.")
 _ROOT = flags.DEFINE_string("root", "bench_out/demo_seeds", "Folder for each seed's data and runs.")
+_TRAIN_FLAGS = flags.DEFINE_list(
+    "train_flags", [], "Extra training flags for every run (tools/run_demo.py --train_flags), e.g. "
+    "--train_flags=--mixed_precision=mixed_bfloat16 with its own --root.")
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +31,8 @@ def run_seed(seed: int, root: str) -> dict:
   out = os.path.join(root, f"seed{seed}", "out")
   data = os.path.join(root, f"seed{seed}", "data")
   subprocess.run([sys.executable, os.path.join(_REPO, "tools", "run_demo.py"), f"--seed={seed}",
-                  f"--out={out}", f"--data={data}"], check=True, cwd=_REPO)
+                  f"--out={out}", f"--data={data}",
+                  f"--train_flags={','.join(_TRAIN_FLAGS.value)}"], check=True, cwd=_REPO)
   with open(os.path.join(_REPO, out, "report.json")) as f:
     return json.load(f)
 
@@ -47,6 +51,7 @@ def main(argv: list[str]) -> None:
       "bench": "demo_seeds", "seeds": seeds,
       "source_only_miou": [round(reports[s]["source_only"]["target_miou"] * 100, 2) for s in seeds],
       "adapted_miou": [round(reports[s]["adapted"]["target_miou"] * 100, 2) for s in seeds],
+      "elapsed_s": [reports[s]["elapsed_s"] for s in seeds],
       "gain_mean": round(float(gains.mean()), 2), "gain_std": round(float(gains.std(ddof=1)), 2)
       if len(seeds) > 1 else 0.0, "gain_min": round(float(gains.min()), 2)}))
 

@@ -30,6 +30,9 @@ _FRESH = flags.DEFINE_bool("fresh", False, "Redo every stage instead of reusing 
 _SCALE = flags.DEFINE_enum(
     "scale", "full", ["full", "tiny"],
     "`full` is the demo; `tiny` is the same pipeline at toy size, for the test suite.")
+_TRAIN_FLAGS = flags.DEFINE_list(
+    "train_flags", [], "Extra flags for both trainings, after the config's, e.g. "
+    "--train_flags=--mixed_precision=mixed_bfloat16 (a finished run is reused, so use a new --out).")
 
 # Sizes of the two scales: the data generator's arguments and the training overrides.
 _SCALES = {
@@ -107,7 +110,8 @@ def convert(paths: Paths, fresh: bool) -> dict[str, str]:
   return patterns
 
 
-def train(paths: Paths, patterns: dict[str, str], scale: dict, seed: int, fresh: bool) -> None:
+def train(paths: Paths, patterns: dict[str, str], scale: dict, seed: int, fresh: bool,
+          extra_flags: list[str]) -> None:
   """Trains both runs; the trainer resumes from, or returns at once after, a finished run."""
   for name, flagfile in _RUNS.items():
     model_dir = paths.run_dir(name)
@@ -117,7 +121,7 @@ def train(paths: Paths, patterns: dict[str, str], scale: dict, seed: int, fresh:
                            f"--model_dir={model_dir}", f"--random_seed={seed}",
                            f"--source_train={patterns['source_train']}",
                            f"--target_train={patterns['target_train']}",
-                           *scale["train_overrides"]])
+                           *scale["train_overrides"], *extra_flags])
 
 
 def evaluate(paths: Paths, patterns: dict[str, str]) -> dict[str, dict]:
@@ -213,7 +217,7 @@ def main(argv: list[str]) -> None:
   os.makedirs(paths.out, exist_ok=True)
   make_data(paths, scale, _SEED.value, _FRESH.value)
   patterns = convert(paths, _FRESH.value)
-  train(paths, patterns, scale, _SEED.value, _FRESH.value)
+  train(paths, patterns, scale, _SEED.value, _FRESH.value, _TRAIN_FLAGS.value)
   results = evaluate(paths, patterns)
   export_and_predict(paths, os.path.join(paths.raw, "cityscapes", "leftImg8bit", "val"))
   plot_results(paths, patterns, results)

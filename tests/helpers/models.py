@@ -33,9 +33,18 @@ def tiny_generator(name: str = "deeplab_v2_resnet101_multi", num_classes: int = 
   return tfdaseg.models.build(name, **kwargs)
 
 
-def randomise_batch_norm(model: keras.Model, seed: int = 0) -> None:
+def randomise_batch_norm(model: keras.Model, seed: int = 0, min_variance: float = 0.5,
+                         conv_biases: bool = False) -> None:
   """Gives every BatchNorm random affine parameters and moving statistics, so that inference-mode
-  BatchNorm is not the identity and tests that compare paths can tell them apart."""
+  BatchNorm is not the identity and tests that compare paths can tell them apart.
+
+  Args:
+    model: The model whose layers are changed in place.
+    seed: Seed of the draws.
+    min_variance: Lower bound of the moving variances (upper bound 1.5); a tiny one makes
+      BatchNorm's epsilon matter.
+    conv_biases: Also draw the biases of convolutions that have one.
+  """
   rng = np.random.default_rng(seed)
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -43,7 +52,9 @@ def randomise_batch_norm(model: keras.Model, seed: int = 0) -> None:
       layer.gamma.assign(rng.uniform(0.5, 1.5, size).astype("float32"))
       layer.beta.assign(rng.normal(0.0, 0.1, size).astype("float32"))
       layer.moving_mean.assign(rng.normal(0.0, 0.1, size).astype("float32"))
-      layer.moving_variance.assign(rng.uniform(0.5, 1.5, size).astype("float32"))
+      layer.moving_variance.assign(rng.uniform(min_variance, 1.5, size).astype("float32"))
+    elif conv_biases and isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+      layer.bias.assign(rng.normal(0.0, 0.1, layer.bias.shape).astype("float32"))
 
 
 def random_image(height: int, width: int, batch: int = 1, seed: int = 0) -> np.ndarray:

@@ -13,16 +13,7 @@ from tfdaseg.models.imagenet_init import load_imagenet_weights
 
 def _randomise(model: keras.Model, seed: int) -> None:
   """Random biases and BatchNorm statistics, so that bias folding and epsilon matter."""
-  rng = np.random.default_rng(seed)
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-      size = layer.gamma.shape[0]
-      layer.gamma.assign(rng.uniform(0.5, 1.5, size).astype("float32"))
-      layer.beta.assign(rng.normal(0, 0.1, size).astype("float32"))
-      layer.moving_mean.assign(rng.normal(0, 0.1, size).astype("float32"))
-      layer.moving_variance.assign(rng.uniform(1e-4, 1.5, size).astype("float32"))
-    elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
-      layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype("float32"))
+  model_helpers.randomise_batch_norm(model, seed, min_variance=1e-4, conv_biases=True)
 
 
 def _output(model: keras.Model, layer: str, x: np.ndarray) -> np.ndarray:
