@@ -16,6 +16,7 @@ from tfdaseg.data.pipeline import make_dataset, read_manifest
 from tfdaseg.evaluation import cli_flags, reports
 from tfdaseg.evaluation.evaluator import Evaluator, plan_scoring
 from tfdaseg.training.checkpoints import list_checkpoints
+from tfdaseg.utils import cli
 
 flags.DEFINE_string("data", None, "File pattern of the labelled TFRecord split to score.")
 flags.DEFINE_integer("batch_size", 1, "Images per batch (images of one batch must share a size).")
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (tfdaseg-evaluate)."""
-  app.run(main)
+  cli.run_with_key_flags(main, [cli_flags.__name__, __name__])
 
 
 if __name__ == "__main__":

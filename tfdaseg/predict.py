@@ -14,6 +14,7 @@ from absl import app, flags, logging
 
 from tfdaseg.evaluation import cli_flags
 from tfdaseg.evaluation.prediction import Segmenter, list_inputs, predict_paths
+from tfdaseg.utils import cli
 
 flags.DEFINE_string("input", None, "An image, a video, or a folder of them (searched "
                     "recursively; outputs keep its subfolders).")
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
   """Console-script entry point (tfdaseg-predict)."""
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_with_key_flags(lambda argv: sys.exit(main(argv)), [cli_flags.__name__, __name__])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from absl import app, flags
 
 from tfdaseg.evaluation import cli_flags
 from tfdaseg.export.exporter import EXPORT_FORMATS, ExportRequest, export_model
+from tfdaseg.utils import cli
 
 flags.DEFINE_enum("format", "saved_model", EXPORT_FORMATS.names(), "What to write.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
@@ -29,4 +30,4 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (tfdaseg-export)."""
-  app.run(main)
+  cli.run_with_key_flags(main, [cli_flags.__name__, __name__])

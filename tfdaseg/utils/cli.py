@@ -7,7 +7,7 @@ each command's flags in its own `FlagValues` lets their modules be imported into
 """
 
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import app, flags
 
@@ -31,3 +31,20 @@ def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) ->
     return remaining
 
   app.run(main, flags_parser=parse)
+
+
+def run_with_key_flags(main: Callable[[list[str]], object], modules: Sequence[str]) -> None:
+  """Runs `main` under `absl.app` with the global flags of `modules` listed by `--help`.
+
+  absl's `--help` lists the flags of the module it names after `sys.argv[0]`: the command's own
+  file under `python -m`, and the console-script wrapper otherwise, which defines none. Flags
+  shared between commands (tfdaseg.evaluation.cli_flags) are defined in neither.
+
+  Args:
+    main: The command's main function, taking the remaining argv.
+    modules: Names of the modules whose flags the command reads.
+  """
+  for module in modules:
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)

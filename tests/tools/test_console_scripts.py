@@ -1,0 +1,30 @@
+"""The installed console scripts start and their --help lists the flags the command reads."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# Console script -> flags its --help must list (its own and the shared ones it reads).
+_EXPECTED_FLAGS = {
+    "tfdaseg-convert": ("--dataset", "--data_dir", "--output_dir"),
+    "tfdaseg-train": ("--method", "--model_dir", "--lambda_adv_target2"),
+    "tfdaseg-evaluate": ("--data", "--model_dir", "--class_set", "--flip"),
+    "tfdaseg-export": ("--format", "--model_dir", "--output"),
+    "tfdaseg-predict": ("--input", "--saved_model", "--output_dir"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(_EXPECTED_FLAGS))
+def test_help_lists_the_command_flags(script):
+  path = os.path.join(os.path.dirname(sys.executable), script)
+  if not os.path.exists(path):
+    pytest.skip(f"{script} is not installed next to {sys.executable} (pip install -e .)")
+  result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120,
+                          check=False)
+  # absl's --help exits with status 1.
+  assert "USAGE" in result.stdout, result.stderr[-2000:]
+  listed = {line.split(":")[0].strip().replace("--[no]", "--")
+            for line in result.stdout.splitlines() if line.startswith("  --")}
+  assert set(_EXPECTED_FLAGS[script]) <= listed, result.stdout
