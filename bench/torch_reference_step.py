@@ -101,7 +101,6 @@ def make_step(width, height):
     sgd.step()
     adam1.step()
     adam2.step()
-    return float(loss)
 
   return step
 
