@@ -73,7 +73,10 @@ def _run(stage: str, argv: list[str]) -> None:
   """Runs one public command, streaming its output, and fails loudly with the stage's name."""
   logging.info("[%s] %s", stage, " ".join(argv))
   start = time.time()
-  result = subprocess.run([sys.executable, *argv], check=False)
+  # TensorFlow's C++ INFO lines (oneDNN, CUDA probing) of every stage would bury the progress;
+  # warnings and errors still show, and a value the user set wins.
+  env = {"TF_CPP_MIN_LOG_LEVEL": "1", **os.environ}
+  result = subprocess.run([sys.executable, *argv], check=False, env=env)
   if result.returncode != 0:
     raise SystemExit(f"demo stage {stage!r} failed (exit {result.returncode}): {' '.join(argv)}")
   logging.info("[%s] done in %.1f s", stage, time.time() - start)
