@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import tfdaseg.models
+from tfdaseg.models import outputs as keys
 from tfdaseg.models.aspp_classifier import AsppClassifier
 
 FLAGS = flags.FLAGS
@@ -96,12 +97,12 @@ def main(argv):
 
   def forward(x):
     out = model(x, training=False)
-    return out["logits"], out["aux_logits"]
+    return out[keys.LOGITS], out[keys.AUX_LOGITS]
 
   def forward_backward(x):
     with tf.GradientTape() as tape:
       out = model(x, training=True)
-      loss = sum(tf.reduce_mean(tf.cast(out[k], tf.float32)) for k in ("logits", "aux_logits"))
+      loss = sum(tf.reduce_mean(tf.cast(out[k], tf.float32)) for k in keys.LOGIT_KEYS)
     return tape.gradient(loss, model.trainable_variables)
 
   wrappers = {

@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from tfdaseg.data.pipeline import make_dataset, read_manifest
 from tfdaseg.evaluation import cli_flags, reports
 from tfdaseg.evaluation.evaluator import Evaluator, plan_scoring
-from tfdaseg.training.checkpoints import list_checkpoints
+from tfdaseg.run_folder import list_checkpoints
 from tfdaseg.utils import cli
 
 flags.DEFINE_string("data", None, "File pattern of the labelled TFRecord split to score.")

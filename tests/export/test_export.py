@@ -14,7 +14,7 @@ from tests.helpers import models
 from tfdaseg.data import labels
 from tfdaseg.evaluation import inference, loading
 from tfdaseg.export import cli, exporter
-from tfdaseg.training import checkpoints
+from tfdaseg import run_folder
 
 # Runs in a fresh interpreter outside the repository: only TensorFlow, never tfdaseg.
 _SERVE_SCRIPT = """
@@ -154,4 +154,4 @@ def test_checkpoint_lacking_generator_variables_is_refused(tmp_path):
   partial = tf.train.Checkpoint(generator=tf.train.Checkpoint(
       _operations={"1": generator.layers[1]})).save(str(tmp_path / "ckpt"))
   with pytest.raises(ValueError, match="does not hold every weight of the generator"):
-    checkpoints.restore_generator_weights(generator, partial)
+    run_folder.restore_generator_weights(generator, partial)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.helpers import models
 from tfdaseg.data import schema, shards
-from tfdaseg.training.checkpoints import write_generator_spec
+from tfdaseg.run_folder import write_generator_spec
 from tfdaseg.utils.files import atomic_write_json
 
 NUM_CLASSES = 19

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tests.helpers import training as helpers
 from tfdaseg.data import labels
 from tfdaseg.training import loop, validation
-from tfdaseg.training.checkpoints import list_checkpoints
+from tfdaseg.run_folder import list_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tests.helpers import training as helpers
 from tfdaseg import methods
 from tfdaseg.methods import gan_losses
-from tfdaseg.training import losses
+from tfdaseg.methods import losses
 from tfdaseg.training.model import build_discriminators
 
 

@@ -11,7 +11,7 @@ from absl import flags
 
 from tests.helpers import training as helpers
 from tfdaseg import train
-from tfdaseg.training.checkpoints import list_checkpoints, restore_generator
+from tfdaseg.run_folder import list_checkpoints, restore_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "gta5_to_cityscapes", "adaptsegnet_multi.cfg")

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfdaseg.data import labels
 from tfdaseg.data.preprocessing import caffe_preprocess
+from tfdaseg.models import outputs as keys
 from tfdaseg.registry import Registry
 
 # Callable: caffe-preprocessed float32 images [B, H, W, 3] -> the generator's output dict.
@@ -114,7 +115,7 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
     scaled = resize(images, _model_size(images, options, scale))
     for flipped in (False, True) if options.flip else (False,):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
-      logits = forward(inputs)["logits"]
+      logits = forward(inputs)[keys.LOGITS]
       if flipped:
         logits = tf.reverse(logits, axis=[2])
       if channels is not None:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfdaseg.data import labels
 from tfdaseg.evaluation.inference import Forward, keras_forward
 from tfdaseg.registry import Registry
-from tfdaseg.training import checkpoints
+from tfdaseg import run_folder
 from tfdaseg.utils.files import read_json
 
 # Written next to every export (and read back from beside a .keras file): class set, input size.
@@ -51,7 +51,7 @@ class LoadedModel:
     """
     if self.model_dir is None or self.generator is None:
       raise ValueError(f"{self.description}: only a --model_dir run has checkpoints to restore")
-    checkpoints.restore_generator_weights(self.generator, checkpoint)
+    run_folder.restore_generator_weights(self.generator, checkpoint)
     self.description = f"{self.model_dir} ({os.path.basename(checkpoint)})"
 
 
@@ -63,7 +63,7 @@ def _size(value) -> tuple[int, int] | None:
 def load_model_dir(path: str, *, checkpoint: str | None = None,
                    class_set: str | None = None) -> LoadedModel:
   """A training run: generator.json plus the latest (or the given) checkpoint."""
-  generator, spec = checkpoints.restore_generator(path, checkpoint)
+  generator, spec = run_folder.restore_generator(path, checkpoint)
   used = checkpoint or tf.train.latest_checkpoint(path)
   return LoadedModel(
       forward=keras_forward(generator),

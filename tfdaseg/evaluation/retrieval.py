@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfdaseg.data.preprocessing import caffe_unpreprocess
 from tfdaseg.evaluation.inference import IMAGE_RESIZERS, InferenceOptions
 from tfdaseg.evaluation.loading import LoadedModel
+from tfdaseg.models import outputs as keys
 
 DOMAINS = ("source", "target")
 
@@ -59,10 +60,10 @@ def embed(model: LoadedModel, dataset: tf.data.Dataset, options: InferenceOption
     if options.input_size is not None:
       images = resize(images, tf.constant([options.input_size[1], options.input_size[0]]))
     outputs = model.forward(images)
-    if "features" not in outputs:
+    if keys.FEATURES not in outputs:
       raise KeyError(f"{model.description}: the generator has no 'features' output "
                      f"(it has {sorted(outputs)})")
-    pooled = tf.reduce_mean(tf.cast(outputs["features"], tf.float32), axis=[1, 2])
+    pooled = tf.reduce_mean(tf.cast(outputs[keys.FEATURES], tf.float32), axis=[1, 2])
     shape = tf.cast(tf.shape(images)[1:3], tf.float32)
     size = tf.cast(tf.round(shape * thumbnail_height / shape[0]), tf.int32)
     thumbnails = caffe_unpreprocess(tf.image.resize(images, size, antialias=True))

@@ -16,10 +16,8 @@ import keras
 import tensorflow as tf
 
 from tfdaseg.data import labels
+from tfdaseg.models import outputs as keys
 from tfdaseg.evaluation.inference import InferenceOptions, keras_forward, segment_images
-
-_LOGIT_KEYS = ("logits", "aux_logits")
-
 
 def _restricted_forward(generator: keras.Model, channels: Sequence[int] | None):
   """The generator in inference mode with its logits cut down to `channels`."""
@@ -29,7 +27,7 @@ def _restricted_forward(generator: keras.Model, channels: Sequence[int] | None):
   def forward(images: tf.Tensor) -> dict[str, tf.Tensor]:
     outputs = dict(run(images))
     if channels is not None:
-      for key in _LOGIT_KEYS:
+      for key in keys.LOGIT_KEYS:
         if key in outputs:
           outputs[key] = tf.gather(outputs[key], list(channels), axis=-1)
     return outputs

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfdaseg.methods.adversarial import AdversarialMethod
 from tfdaseg.methods.base import LOGITS, TARGET, DiscriminatorSpec, Objective, StepContext
 from tfdaseg.methods.registry import METHODS
-from tfdaseg.training import losses
+from tfdaseg.methods import losses
 
 ADVENT_MODES = ("minent", "advent", "both")
 

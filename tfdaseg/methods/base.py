@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import keras
 import tensorflow as tf
 
-from tfdaseg.training import losses
+from tfdaseg.methods import losses
 
 SOURCE = "source"
 TARGET = "target"

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import keras
 
+from tfdaseg.models import outputs as keys
 from tfdaseg.models.aspp_classifier import DEEPLAB_V2_RATES, AsppClassifier
 from tfdaseg.models.registry import MODELS
 from tfdaseg.models.resnet_backbone import RESNET101_BLOCKS, caffe_resnet
@@ -20,13 +21,13 @@ def _deeplab_v2_resnet(name: str, multi_level: bool, num_classes: int,
   inputs = keras.Input(shape=input_shape, name="image")
   stages = caffe_resnet(inputs, blocks=blocks, base_width=base_width, freeze_bn=freeze_bn)
   outputs = {
-      "logits": AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat,
+      keys.LOGITS: AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat,
                                name="main_head")(stages["layer4"]),
-      "features": stages["layer4"],
-      "aux_features": stages["layer3"],
+      keys.FEATURES: stages["layer4"],
+      keys.AUX_FEATURES: stages["layer3"],
   }
   if multi_level:
-    outputs["aux_logits"] = AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat,
+    outputs[keys.AUX_LOGITS] = AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat,
                                            name="aux_head")(stages["layer3"])
   return keras.Model(inputs, outputs, name=name)
 

@@ -8,6 +8,7 @@ by name; `fc6`, `fc7` and `main_head` are new.
 
 import keras
 
+from tfdaseg.models import outputs as keys
 from tfdaseg.models.aspp_classifier import DEEPLAB_V2_RATES, AsppClassifier
 from tfdaseg.models.registry import MODELS
 from tfdaseg.models.padded_conv import padded_conv
@@ -59,4 +60,4 @@ def deeplab_v2_vgg16(num_classes: int = 19, base_width: int = 64, aspp_compat: s
                     padding=FC_DILATION, use_bias=True)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
   logits = AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat, name="main_head")(x)
-  return keras.Model(inputs, {"logits": logits, "features": x}, name="deeplab_v2_vgg16")
+  return keras.Model(inputs, {keys.LOGITS: logits, keys.FEATURES: x}, name="deeplab_v2_vgg16")

@@ -22,7 +22,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfdaseg.training import losses, summaries, validation
+from tfdaseg.methods import losses
+from tfdaseg.models import outputs as keys
+from tfdaseg.training import summaries, validation
 from tfdaseg.training.model import DomainAdaptationModel
 from tfdaseg.training.strategies import is_chief
 
@@ -148,7 +150,7 @@ def _write_preview(writer: tf.summary.SummaryWriter, model: DomainAdaptationMode
   rows = []
   for batch in preview.batch.values():
     labels = batch["label"]
-    logits = model.generator(batch["image"], training=False)["logits"]
+    logits = model.generator(batch["image"], training=False)[keys.LOGITS]
     predictions = tf.argmax(losses.upsample_bilinear(logits, tf.shape(labels)[1:3]), axis=-1,
                             output_type=tf.int32)
     for i in range(int(tf.shape(labels)[0])):

@@ -8,7 +8,7 @@ from absl import logging
 
 from tfdaseg import models
 from tfdaseg.training import inputs, loop
-from tfdaseg.training.checkpoints import list_checkpoints, write_generator_spec
+from tfdaseg.run_folder import list_checkpoints, write_generator_spec
 from tfdaseg.training.config import ConfigError, TrainConfig, validate
 from tfdaseg.training.model import OptimizerConfig, build_training_model
 from tfdaseg.training.precision import set_precision

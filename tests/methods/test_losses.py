@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdaseg.training import losses
+from tfdaseg.methods import losses
 
 
 def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
