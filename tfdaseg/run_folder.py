@@ -1,8 +1,10 @@
 """What a training run leaves in `model_dir`, and how evaluation and export read it back.
 
-`model_dir/generator.json` holds the generator's Keras config, its class set and input size;
-the checkpoints (`tf.train.CheckpointManager` prefix `ckpt`) hold the generator under the
-name `generator` next to the discriminators, optimisers and step.
+`model_dir/generator.json` holds the generator's Keras config, its class set, input size and
+the network inference uses ("generator", or a method network of the generator's architecture
+such as a mean teacher); the checkpoints (`tf.train.CheckpointManager` prefix `ckpt`) hold the
+generator under the name `generator`, each method network under `network_<name>`, next to the
+optimisers and the step.
 """
 
 import os
@@ -14,10 +16,17 @@ import tensorflow as tf
 from tfdaseg.utils.files import atomic_write_json, read_json
 
 GENERATOR_SPEC = "generator.json"
+GENERATOR = "generator"
+
+
+def checkpoint_key(network: str) -> str:
+  """The name a network has in a run's checkpoints."""
+  return GENERATOR if network == GENERATOR else f"network_{network}"
 
 
 def write_generator_spec(model_dir: str, generator: keras.Model, class_set: str,
-                         input_size: tuple[int, int]) -> None:
+                         input_size: tuple[int, int],
+                         inference_network: str = GENERATOR) -> None:
   """Records how to rebuild the generator of a run.
 
   Args:
@@ -25,12 +34,15 @@ def write_generator_spec(model_dir: str, generator: keras.Model, class_set: str,
     generator: The generator being trained.
     class_set: Name of the class set it predicts (labels.CLASS_SETS).
     input_size: (width, height) of the target-domain input it is trained at.
+    inference_network: The network (of the generator's architecture) evaluation and export
+      load by default: the method's `inference_network`.
   """
   tf.io.gfile.makedirs(model_dir)
   atomic_write_json(os.path.join(model_dir, GENERATOR_SPEC), {
       "model": keras.saving.serialize_keras_object(generator),
       "class_set": str(class_set),
       "input_size": list(input_size),
+      "inference_network": inference_network,
   })
 
 
@@ -52,12 +64,15 @@ def list_checkpoints(model_dir: str) -> list[tuple[int, str]]:
   return sorted(found)
 
 
-def restore_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras.Model, dict]:
-  """Rebuilds a run's generator and loads its weights.
+def restore_generator(model_dir: str, checkpoint: str | None = None,
+                      network: str | None = None) -> tuple[keras.Model, dict]:
+  """Rebuilds a run's generator and loads its weights (or those of a network of its kind).
 
   Args:
     model_dir: The run's folder.
     checkpoint: A checkpoint prefix; the latest one in `model_dir` when None.
+    network: Which network's weights: "generator" or a method network such as "teacher";
+      the run's `inference_network` when None.
 
   Returns:
     (generator, spec) where spec is the dict of `read_generator_spec`.
@@ -72,11 +87,13 @@ def restore_generator(model_dir: str, checkpoint: str | None = None) -> tuple[ke
   path = checkpoint or tf.train.latest_checkpoint(model_dir)
   if path is None:
     raise FileNotFoundError(f"{model_dir}: no checkpoint to restore")
-  restore_generator_weights(generator, path)
+  restore_generator_weights(generator, path,
+                            network or spec.get("inference_network", GENERATOR))
   return generator, spec
 
 
-def restore_generator_weights(generator: keras.Model, checkpoint: str) -> None:
+def restore_generator_weights(generator: keras.Model, checkpoint: str,
+                              network: str = GENERATOR) -> None:
   """Loads the generator's weights from a training checkpoint, refusing partial ones.
 
   A run's checkpoint also holds discriminators and optimisers, which are not needed here; but
@@ -87,14 +104,15 @@ def restore_generator_weights(generator: keras.Model, checkpoint: str) -> None:
   Args:
     generator: A built generator of the run's architecture.
     checkpoint: A checkpoint prefix.
+    network: The checkpointed network whose weights are loaded (see `checkpoint_key`).
 
   Raises:
-    ValueError: naming the checkpoint, when it lacks some of the generator's variables.
+    ValueError: naming the checkpoint, when it lacks some of the network's variables.
   """
-  status = tf.train.Checkpoint(generator=generator).restore(checkpoint)
+  status = tf.train.Checkpoint(**{checkpoint_key(network): generator}).restore(checkpoint)
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
-    raise ValueError(f"{checkpoint}: does not hold every weight of the generator, the rest would "
-                     f"stay random ({str(e)[:300]})") from None
+    raise ValueError(f"{checkpoint}: does not hold every weight of network {network!r}, the "
+                     f"rest would stay random ({str(e)[:300]})") from None
   status.expect_partial()

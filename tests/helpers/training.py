@@ -5,6 +5,7 @@ it trains the tiny model in its own process (multi-worker and kill/resume tests)
 """
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -13,13 +14,23 @@ import tensorflow as tf
 
 from tfdaseg import methods, models
 from tfdaseg.training import loop
-from tfdaseg.training.model import DomainAdaptationModel, OptimizerConfig, build_training_model
+from tfdaseg.training.model import (DomainAdaptationModel, OptimizationConfig,
+                                    build_training_model)
 from tests.helpers.models import tiny_generator
 
 NUM_CLASSES = 3
 SIZE = 32
 # Large enough rates that a few steps move the weights measurably.
-TINY_OPTIMIZER = OptimizerConfig(learning_rate=2.5e-4, learning_rate_d=1e-3, num_steps=100)
+TINY_OPTIMIZER = OptimizationConfig(learning_rate=2.5e-4, num_steps=100)
+# Method hyper-parameters of the tiny models, where the method has them.
+TINY_METHOD_OPTIONS = {"discriminator_base_filters": 4, "learning_rate_d": 1e-3}
+
+
+def tiny_method(method: str = "adaptsegnet", **options) -> methods.Method:
+  """A method over NUM_CLASSES with tiny discriminators (where it has them) and `options`."""
+  fields = {f.name for f in dataclasses.fields(methods.METHODS.get(method).config_class)}
+  tiny = {k: v for k, v in TINY_METHOD_OPTIONS.items() if k in fields}
+  return methods.build(method, num_classes=NUM_CLASSES, **{**tiny, **options})
 
 
 def stream_arrays(count: int = 8, size: int = SIZE, num_classes: int = NUM_CLASSES,
@@ -62,7 +73,7 @@ def dataset_fn(arrays: dict, global_batch_size: int, streams=None) -> loop.Datas
 
 def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resnet101_multi",
                seed: int = 0, precision: str = "none", jit_compile: bool = False,
-               optimizer: OptimizerConfig = TINY_OPTIMIZER,
+               optimizer: OptimizationConfig = TINY_OPTIMIZER,
                **method_options) -> DomainAdaptationModel:
   """A tiny trainable model (call inside the strategy's scope): no BatchNorm statistics to
   disagree between replicas (frozen), seeded weights.
@@ -70,24 +81,24 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
   Args:
     method: Method name.
     generator: Generator registry name.
-    seed: Weight-initialisation seed.
+    seed: Weight-initialisation seed (also the in-step random draws').
     precision: --mixed_precision value (set the Keras policy before calling).
     jit_compile: XLA for the loss-and-gradient core.
     optimizer: Optimiser hyper-parameters.
-    **method_options: MethodConfig overrides.
+    **method_options: The method's hyper-parameters over `TINY_METHOD_OPTIONS`.
   """
   tf.keras.utils.set_random_seed(seed)
   net = tiny_generator(generator, num_classes=NUM_CLASSES, freeze_bn=True)
-  config = methods.MethodConfig(num_classes=NUM_CLASSES, discriminator_base_filters=4,
-                                **method_options)
-  return build_training_model(net, methods.build(method, config), num_classes=NUM_CLASSES,
+  return build_training_model(net, tiny_method(method, **method_options),
+                              num_classes=NUM_CLASSES,
                               head_variables=models.split_head_variables(net)[1],
-                              config=optimizer, precision=precision, jit_compile=jit_compile)
+                              config=optimizer, precision=precision, jit_compile=jit_compile,
+                              random_seed=seed)
 
 
 def weights(model: DomainAdaptationModel) -> list[np.ndarray]:
-  """Every generator and discriminator weight, in a fixed order."""
-  networks = [model.generator] + [model.discriminators[k] for k in sorted(model.discriminators)]
+  """Every generator and method-network weight, in a fixed order."""
+  networks = [model.generator] + [model.networks[k] for k in sorted(model.networks)]
   return [np.array(w) for net in networks for w in net.get_weights()]
 
 

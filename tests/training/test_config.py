@@ -49,19 +49,21 @@ def test_config_parses_and_validates(setting, name):
   config = parse(f"--flagfile={path}")
   train_config.validate(config, require_model_dir=False)
   method = config.build_method()
-  assert config.method in name
+  assert config.method_name in name
   assert config.model_class_set.num_classes == config.target_classes.num_classes
   # The reference setup: multi-level configs use the two-head model, single-level the one-head.
-  if config.levels == "multi" and method.discriminators():
-    assert config.model == "deeplab_v2_resnet101_multi"
+  if getattr(config.method, "levels", None) == "multi" and method.networks():
+    assert config.model.model == "deeplab_v2_resnet101_multi"
 
 
 def test_reference_defaults():
   config = parse()
-  assert (config.learning_rate, config.learning_rate_d, config.momentum, config.weight_decay,
-          config.power, config.num_steps, config.num_steps_stop, config.lambda_seg,
-          config.lambda_adv_target1, config.lambda_adv_target2, config.batch_size,
-          config.iter_size, config.source_size, config.target_size, config.random_seed) == (
+  optimization, loop, method = config.optimization, config.loop, config.method
+  assert (optimization.learning_rate, method.learning_rate_d, optimization.momentum,
+          optimization.weight_decay, optimization.power, optimization.num_steps,
+          loop.num_steps_stop, method.lambda_seg, method.lambda_adv_target1,
+          method.lambda_adv_target2, config.data.batch_size, loop.iter_size,
+          config.streams["source"].size, config.target_size, loop.random_seed) == (
               2.5e-4, 1e-4, 0.9, 0.0005, 0.9, 250000, 150000, 0.1, 0.0002, 0.001, 1, 1,
               (1280, 720), (1024, 512), 1234)
 
@@ -105,16 +107,17 @@ def tfrecords(tmp_path_factory):
 def test_data_patterns_and_class_spaces_are_checked(tfrecords, tmp_path):
   base = [f"--{k}={v}" for k, v in tfrecords.items()] + [f"--model_dir={tmp_path}"]
   config = parse(*base)
-  method = config.build_method()
-  assert set(inputs.training_streams(config, method)) == {"source", "target"}
+  inputs.check_streams(config.streams)
+  assert set(config.streams) == {"source", "target"}
   missing = parse(*base, f"--source_train={tmp_path}/nothing-*.tfrecord")
   with pytest.raises(inputs.DataError, match="--source_train=.*no file matches"):
-    inputs.training_streams(missing, method)
+    inputs.check_streams(missing.streams)
   camvid = parse(*base, "--class_set=11")
   with pytest.raises(inputs.DataError, match="'cityscapes19' labels but class set '11'"):
-    inputs.training_streams(camvid, method)
+    inputs.check_streams(camvid.streams)
   oracle = parse(*base, "--method=target_only")
   with pytest.raises(inputs.DataError, match="--target_train=.*converted without labels"):
-    inputs.training_streams(oracle, oracle.build_method())
+    inputs.check_streams(oracle.streams)
   labelled = parse(*base, "--method=target_only", f"--target_train={tfrecords['target_val']}")
-  assert set(inputs.training_streams(labelled, labelled.build_method())) == {"target"}
+  inputs.check_streams(labelled.streams)
+  assert set(labelled.streams) == {"target"}

@@ -108,13 +108,13 @@ def test_tensorboard_scalars_and_prediction_grids(tmp_path):
                          labels.CITYSCAPES_PALETTE[:helpers.NUM_CLASSES])
   model = helpers.tiny_model("adaptsegnet")
   config = loop.LoopConfig(num_steps_stop=2, save_pred_every=2, summary_every=1,
-                           image_summary_every=2, images_per_step=4)
+                           image_summary_every=2)
   loop.train(model, tf.distribute.OneDeviceStrategy("/cpu:0"), data, str(tmp_path), config,
-             preview=preview)
+             preview=preview, images_per_step=4)
   events = read_events(str(tmp_path))
   for tag in ("loss/generator_total", "loss/seg_main_source", "loss/adv_aux", "loss/d_main_target",
               "metric/d_accuracy_main", "lr/generator", "lr/generator_x10",
-              "lr/discriminator_main", "perf/images_per_s"):
+              "lr/main", "perf/images_per_s"):
     assert [step for step, _ in events[tag]] == [1, 2], tag
     assert events[tag][0][1].metadata.plugin_data.plugin_name == "scalars"
   lr = tf.make_ndarray(events["lr/generator"][1][1].tensor)

@@ -9,7 +9,11 @@ from tests.helpers import training as helpers
 from tfdaseg import methods
 from tfdaseg.methods import gan_losses
 from tfdaseg.methods import losses
-from tfdaseg.training.model import build_discriminators
+from tfdaseg.training.model import build_networks
+from tfdaseg.utils.config_fields import ConfigError
+
+
+STEP, SEED = tf.constant(0, tf.int64), tf.constant([0, 0], tf.int32)
 
 
 def batch_of(arrays, indices):
@@ -21,7 +25,7 @@ def reference_gradients(model, batch):
   """AdaptSegNet multi-level step written out the reference's way: the generator's gradient from
   CE(main) + 0.1 CE(aux) + adversarial terms (target vs source label), each discriminator's from
   its own loss on detached maps only."""
-  g, ds = model.generator, model.discriminators
+  g, ds = model.generator, model.networks
   cfg = model.method.config
   bce = lambda logits, label: tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
       tf.fill(tf.shape(logits), label), logits))
@@ -62,7 +66,7 @@ def test_gradients_follow_the_reference_order_and_detachment():
   arrays = helpers.stream_arrays(count=2)
   model = helpers.tiny_model("adaptsegnet", lambda_adv_target1=0.5, lambda_adv_target2=1.0)
   batch = batch_of(arrays, [0])
-  generator_gradients, discriminator_gradients, logs = model._gradients(batch, 1.0)
+  generator_gradients, discriminator_gradients, logs = model._gradients(batch, 1.0, STEP, SEED)
   expected_generator, expected_discriminators = reference_gradients(model, batch)
   assert_gradients_close(generator_gradients, expected_generator)
   for level in ("aux", "main"):
@@ -83,7 +87,8 @@ def test_iter_size_accumulates_like_a_larger_batch():
   moved = helpers.weights(accumulated)
   assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(moved, helpers.weights(
       helpers.tiny_model("adaptsegnet"))))
-  helpers.assert_weights_close(moved, helpers.weights(batched), atol=2e-6)
+  # float32 sums in another order: seen up to 2.4e-6 on weights of ~1e-2 on AMD EPYC CPUs.
+  helpers.assert_weights_close(moved, helpers.weights(batched), atol=5e-6)
 
 
 # case -> (method, options, discriminators, log keys that must appear).
@@ -105,7 +110,7 @@ METHOD_CASES = {
 def test_every_method_trains_a_step(case):
   method, options, discriminators, expected_logs = METHOD_CASES[case]
   model = helpers.tiny_model(method, **options)
-  assert set(model.discriminators) == discriminators
+  assert set(model.networks) == discriminators
   before = helpers.weights(model)
   target_labelled = helpers.stream_arrays(count=1)
   target_labelled["target"]["label"] = target_labelled["source"]["label"]
@@ -118,7 +123,7 @@ def test_every_method_trains_a_step(case):
 
 def test_feature_discriminators_read_the_feature_maps():
   model = helpers.tiny_model("adaptsegnet", adapt_space="feature")
-  channels = {level: d.input_shape[-1] for level, d in model.discriminators.items()}
+  channels = {level: d.input_shape[-1] for level, d in model.networks.items()}
   outputs = model.generator.output
   assert channels == {"main": outputs["features"].shape[-1],
                       "aux": outputs["aux_features"].shape[-1]}
@@ -126,17 +131,17 @@ def test_feature_discriminators_read_the_feature_maps():
 
 def test_multi_level_method_on_a_single_level_model_is_refused():
   generator = helpers.tiny_generator("deeplab_v2_resnet101_single", num_classes=3)
-  method = methods.build("adaptsegnet", methods.MethodConfig(num_classes=3))
+  method = methods.build("adaptsegnet", num_classes=3)
   with pytest.raises(ValueError, match="aux_logits"):
-    build_discriminators(method, generator, lambda *a, **k: None)
+    build_networks(method, generator, 3, lambda *a, **k: None)
 
 
 def test_unknown_method_options_are_refused():
   for options in ({"levels": "triple"}, {"gan": "wasserstein"}, {"adapt_space": "pixel"}):
-    with pytest.raises(KeyError if "gan" in options else ValueError):
-      methods.build("adaptsegnet", methods.MethodConfig(num_classes=3, **options))
+    with pytest.raises(ConfigError, match="known: "):
+      methods.build("adaptsegnet", num_classes=3, **options)
   with pytest.raises(KeyError, match="known: adaptsegnet, advent"):
-    methods.build("adaptsegnet_v3", methods.MethodConfig(num_classes=3))
+    methods.build("adaptsegnet_v3", num_classes=3)
 
 
 def test_gan_losses_and_accuracy():
@@ -170,8 +175,9 @@ def test_mixed_precision_steps(policy, precision):
 
 def test_xla_core_matches_the_plain_one():
   batch = batch_of(helpers.stream_arrays(count=1), [0])
-  plain = helpers.tiny_model("adaptsegnet")._gradients(batch, 1.0)
-  compiled = helpers.tiny_model("adaptsegnet", jit_compile=True)._gradients(batch, 1.0)
+  plain = helpers.tiny_model("adaptsegnet")._gradients(batch, 1.0, STEP, SEED)
+  compiled = helpers.tiny_model("adaptsegnet", jit_compile=True)._gradients(batch, 1.0, STEP,
+                                                                            SEED)
   assert_gradients_close(compiled[0], plain[0])
   for level in plain[1]:
     assert_gradients_close(compiled[1][level], plain[1][level])

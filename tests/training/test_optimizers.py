@@ -84,6 +84,20 @@ def test_torch_sgd_serialises():
 
 
 def test_discriminator_adam_has_the_reference_betas():
-  adam = optimizers.discriminator_optimizer(1e-4, 100, 0.9, name="d")
+  from tfdaseg import methods
+  spec = methods.discriminator("output_space_discriminator", "logits", 1e-4).optimizer
+  adam = optimizers.network_optimizer(spec, 100, 0.9, name="d")
   assert (adam.beta_1, adam.beta_2, adam.epsilon) == (0.9, 0.99, 1e-8)
   assert float(adam.learning_rate) == pytest.approx(1e-4)
+
+
+def test_network_optimizers_follow_their_spec():
+  from tfdaseg import methods
+  constant = optimizers.network_optimizer(
+      methods.OptimizerSpec("sgd", 0.01, "constant", {"momentum": 0.5}), 100, 0.9, name="w")
+  assert isinstance(constant, optimizers.TorchSGD) and constant.momentum == 0.5
+  assert float(constant.learning_rate) == pytest.approx(0.01)
+  with pytest.raises(KeyError, match="known: adam, sgd"):
+    optimizers.network_optimizer(methods.OptimizerSpec("lamb", 0.01), 100, 0.9, name="w")
+  with pytest.raises(ValueError, match="known: poly, constant"):
+    optimizers.network_optimizer(methods.OptimizerSpec("adam", 0.01, "cosine"), 100, 0.9, "w")

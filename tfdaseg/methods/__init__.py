@@ -1,14 +1,47 @@
-"""Training objectives by name: `METHODS.get(name)(MethodConfig(...))`.
+"""Training objectives by name: `tfdaseg.methods.build(name, num_classes=..., **hyper_parameters)`.
 
-One module per method; importing this package registers them all.
+One module per method plus its name in the import line below (the registry line): importing
+this package registers them all. Methods outside the package register the same way from the
+modules named in the environment variable `TFDASEG_PLUGINS` (comma-separated, importable).
 """
 
+import importlib
+import os
+
 from tfdaseg.methods import adaptsegnet, advent, source_only, target_only  # noqa: F401
-from tfdaseg.methods.base import (SOURCE, TARGET, DiscriminatorSpec, Method,  # noqa: F401
-                                  MethodConfig, Objective, StepContext)
+from tfdaseg.methods.base import (GENERATOR, SOURCE, TARGET, EmaSpec, Method,  # noqa: F401
+                                  MethodConfig, NetworkContext, NetworkSpec, Objective,
+                                  OptimizerSpec, StepContext, StreamSpec, discriminator,
+                                  ema_teacher)
 from tfdaseg.methods.registry import METHODS  # noqa: F401
+from tfdaseg.utils.config_fields import check
+
+PLUGINS_VARIABLE = "TFDASEG_PLUGINS"
+
+for _plugin in filter(None, os.environ.get(PLUGINS_VARIABLE, "").split(",")):
+  importlib.import_module(_plugin.strip())
 
 
-def build(name: str, config: MethodConfig) -> Method:
-  """Returns the method registered as `name`, configured by `config`."""
-  return METHODS.get(name)(config)
+def build(name: str, *, num_classes: int, config: MethodConfig | None = None,
+          **hyper_parameters) -> Method:
+  """Returns the method registered as `name`.
+
+  Args:
+    name: Registry name.
+    num_classes: Classes the generator predicts.
+    config: Its config; built from `hyper_parameters` (over the defaults) when None.
+    **hyper_parameters: Fields of the method's `config_class`.
+
+  Returns:
+    The method.
+
+  Raises:
+    KeyError: for an unknown name.
+    TypeError: for a hyper-parameter its config does not have.
+    ConfigError: for a value out of its declared range.
+  """
+  cls = METHODS.get(name)
+  if config is None:
+    config = cls.config_class(**hyper_parameters)
+  check(config)
+  return cls(config, num_classes)

@@ -6,33 +6,52 @@ of the softmax; `both` trains with both losses at once (the paper's 45.5 "AdvEnt
 ensemble of two separately trained models, not this joint loss).
 """
 
+import dataclasses
+
 import tensorflow as tf
 
-from tfdaseg.methods.adversarial import AdversarialMethod
-from tfdaseg.methods.base import LOGITS, TARGET, DiscriminatorSpec, Objective, StepContext
-from tfdaseg.methods.registry import METHODS
 from tfdaseg.methods import losses
+from tfdaseg.methods.adversarial import AdversarialConfig, AdversarialMethod
+from tfdaseg.methods.base import LOGITS, TARGET, NetworkSpec, Objective, StepContext
+from tfdaseg.methods.registry import METHODS
+from tfdaseg.utils.config_fields import field
 
 ADVENT_MODES = ("minent", "advent", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdventConfig(AdversarialConfig):
+  """AdversarialConfig plus the entropy terms (ADVENT's defaults).
+
+  Args:
+    lambda_ent_target1: Entropy weight of the auxiliary level (ADVENT 0.0002).
+    lambda_ent_target2: Entropy weight of the main level (ADVENT 0.001).
+    advent_mode: "minent", "advent" or "both".
+  """
+
+  lambda_ent_target1: float = field(0.0002, "Entropy weight, aux level (ADVENT 0.0002).",
+                                    minimum=0)
+  lambda_ent_target2: float = field(0.001, "Entropy weight, main level (ADVENT 0.001).",
+                                    minimum=0)
+  advent_mode: str = field("advent", "ADVENT: minent, advent or both.", choices=ADVENT_MODES)
 
 
 @METHODS.register("advent")
 class Advent(AdversarialMethod):
   """MinEnt and/or AdvEnt over `config.levels`."""
 
-  def __init__(self, config):
-    super().__init__(config)
-    if config.advent_mode not in ADVENT_MODES:
-      raise ValueError(f"unknown advent_mode {config.advent_mode!r}; known: "
-                       f"{', '.join(ADVENT_MODES)}")
+  config_class = AdventConfig
+
+  def __init__(self, config, num_classes):
+    super().__init__(config, num_classes)
     self.adversarial = config.advent_mode in ("advent", "both")
     self.minimise_entropy = config.advent_mode in ("minent", "both")
 
   def required_outputs(self) -> set[str]:
     return super().required_outputs() | {LOGITS[level] for level in self.adversarial_levels()}
 
-  def discriminators(self) -> dict[str, DiscriminatorSpec]:
-    return super().discriminators() if self.adversarial else {}
+  def networks(self) -> dict[str, NetworkSpec]:
+    return super().networks() if self.adversarial else {}
 
   def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
     return losses.normalised_entropy_map(ctx.upsampled_logits(stream, LOGITS[level]))
@@ -50,5 +69,5 @@ class Advent(AdversarialMethod):
                            self.entropy_weight(level))
     return objective
 
-  def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
-    return super().discriminator_objectives(ctx) if self.adversarial else {}
+  def network_objectives(self, ctx: StepContext) -> dict[str, Objective]:
+    return super().network_objectives(ctx) if self.adversarial else {}

@@ -6,13 +6,43 @@ target (1) on detached maps, each half weighted 1/2 (AdaptSegNet train_gta2citys
 Subclasses choose what the discriminator sees.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tfdaseg.methods import gan_losses
-from tfdaseg.methods.base import (LOGITS, SOURCE, TARGET, DiscriminatorSpec, Method, Objective,
-                                  StepContext)
+from tfdaseg.methods.base import (LOGITS, SOURCE, TARGET, Method, MethodConfig, NetworkSpec,
+                                  Objective, StepContext, discriminator)
+from tfdaseg.utils.config_fields import field
 
 LEVELS = {"multi": ("aux", "main"), "single": ("main",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig(MethodConfig):
+  """Hyper-parameters of output-space adversarial training (AdaptSegNet's defaults).
+
+  Args:
+    lambda_adv_target1: Adversarial weight of the auxiliary level (reference 0.0002).
+    lambda_adv_target2: Adversarial weight of the main level (reference 0.001).
+    levels: "multi" (aux and main heads) or "single" (main head only).
+    gan: Adversarial loss, a key of `gan_losses.GAN_LOSSES` ("vanilla", "ls").
+    learning_rate_d: The discriminators' Adam rate (reference 1e-4).
+    discriminator_base_filters: Width of the discriminators' first conv (reference 64).
+  """
+
+  lambda_adv_target1: float = field(0.0002, "Adversarial weight, aux level (reference "
+                                    "0.0002).", minimum=0)
+  lambda_adv_target2: float = field(0.001, "Adversarial weight, main level (reference 0.001; "
+                                    "0.01 with --gan=ls).", minimum=0)
+  levels: str = field("multi", "Levels: multi (aux + main heads) or single (main head).",
+                      choices=tuple(LEVELS))
+  gan: str = field("vanilla", "Adversarial loss: vanilla (BCE, reference) or ls (least "
+                   "squares).", choices=tuple(gan_losses.GAN_LOSSES.names()))
+  learning_rate_d: float = field(1e-4, "Discriminator Adam rate, poly-decayed (reference 1e-4).",
+                                 above=0)
+  discriminator_base_filters: int = field(64, "Discriminator width (reference ndf 64).",
+                                          minimum=1)
 
 
 class AdversarialMethod(Method):
@@ -21,10 +51,10 @@ class AdversarialMethod(Method):
   Subclasses implement `discriminator_input` and may override `discriminator_spec`.
   """
 
-  def __init__(self, config):
-    super().__init__(config)
-    if config.levels not in LEVELS:
-      raise ValueError(f"unknown levels {config.levels!r}; known: {', '.join(LEVELS)}")
+  config_class = AdversarialConfig
+
+  def __init__(self, config, num_classes):
+    super().__init__(config, num_classes)
     self.gan = gan_losses.GAN_LOSSES.get(config.gan)
 
   def adversarial_levels(self) -> tuple[str, ...]:
@@ -35,12 +65,13 @@ class AdversarialMethod(Method):
     """lambda_adv_target1 for the aux level, lambda_adv_target2 for the main level."""
     return {"aux": self.config.lambda_adv_target1, "main": self.config.lambda_adv_target2}[level]
 
-  def discriminator_spec(self, level: str) -> DiscriminatorSpec:
+  def discriminator_spec(self, level: str) -> NetworkSpec:
     """The reference FCDiscriminator on the level's logits-shaped maps."""
-    return DiscriminatorSpec(model="output_space_discriminator", reads=LOGITS[level],
-                             options={"base_filters": self.config.discriminator_base_filters})
+    return discriminator("output_space_discriminator", LOGITS[level],
+                         self.config.learning_rate_d,
+                         base_filters=self.config.discriminator_base_filters)
 
-  def discriminators(self) -> dict[str, DiscriminatorSpec]:
+  def networks(self) -> dict[str, NetworkSpec]:
     return {level: self.discriminator_spec(level) for level in self.adversarial_levels()}
 
   def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
@@ -68,7 +99,7 @@ class AdversarialMethod(Method):
                          self.adversarial_weight(level))
     return objective
 
-  def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
+  def network_objectives(self, ctx: StepContext) -> dict[str, Objective]:
     objectives = {}
     for level in self.adversarial_levels():
       objective = Objective()

@@ -1,90 +1,206 @@
 """The interface between a training objective (a method) and the trainer.
 
-A method only says which data streams it reads, which discriminators it adds, and which losses it
-computes from the generator's outputs; the trainer (`tfdaseg.training.model`) owns the update
-order, gradient accumulation, precision, distribution and XLA. Every loss is a float32 scalar
-averaged over the replica's batch; the trainer scales it for replicas and sub-batches.
+A method declares, as data, what it needs: its hyper-parameters (`config_class`, a dataclass of
+`tfdaseg.utils.config_fields.field`s: the trainer derives a flag from each), the streams it reads
+(`streams`: name -> `StreamSpec`), and the networks it adds (`networks()`: name -> `NetworkSpec`:
+a discriminator or weighting network trained by its own loss, an EMA teacher, a frozen copy).
+Then it computes losses from a `StepContext`, which runs any network on any images inside the
+step (memoised) and gives the step number and a per-step stateless seed.
 
-Later methods fit the same hooks: per-pixel or per-class weights of the supervised loss
-(override `supervised_objective`), extra data keys (they arrive in `StepContext.batch`), other
-networks trained against the generator (`discriminators`).
+The trainer (`tfdaseg.training.model`) owns the update order, gradient accumulation, precision,
+distribution, XLA, the optimisers and the EMA updates. Every loss is a float32 scalar averaged over
+the replica's batch; the trainer scales it for replicas and sub-batches.
 """
 
 import dataclasses
+import zlib
 from typing import Any, Callable, ClassVar, Mapping
 
 import keras
 import tensorflow as tf
 
 from tfdaseg.methods import losses
+from tfdaseg.models import outputs as keys
+from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
 TARGET = "target"
+GENERATOR = "generator"
 
-# Generator output keys (the models' output-dict contract) per level: the main head (the
-# reference's pred2, layer4) and the auxiliary head (pred1, layer3).
-LOGITS = {"main": "logits", "aux": "aux_logits"}
-FEATURES = {"main": "features", "aux": "aux_features"}
+# Level name -> generator output key (kept here for the methods' brevity).
+LOGITS = keys.LEVEL_LOGITS
+FEATURES = keys.LEVEL_FEATURES
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-  """Hyper-parameters of every method (each reads the ones it needs).
+  """Hyper-parameters every method has; a method's own config subclasses it.
 
   Args:
-    num_classes: Classes the generator predicts.
     lambda_seg: Weight of the auxiliary head's cross-entropy (reference 0.1).
-    lambda_adv_target1: Adversarial weight of the auxiliary level (reference 0.0002).
-    lambda_adv_target2: Adversarial weight of the main level (reference 0.001).
-    lambda_ent_target1: Entropy weight of the auxiliary level (ADVENT 0.0002).
-    lambda_ent_target2: Entropy weight of the main level (ADVENT 0.001).
-    levels: "multi" (aux and main heads) or "single" (main head only).
-    adapt_space: "output" (softmax maps) or "feature" (the heads' input features).
-    gan: Adversarial loss, a key of `tfdaseg.methods.adversarial.GAN_LOSSES` ("vanilla", "ls").
-    advent_mode: "minent", "advent" or "both".
-    discriminator_base_filters: Width of the discriminators' first conv (reference 64).
   """
 
-  num_classes: int
-  lambda_seg: float = 0.1
-  lambda_adv_target1: float = 0.0002
-  lambda_adv_target2: float = 0.001
-  lambda_ent_target1: float = 0.0002
-  lambda_ent_target2: float = 0.001
-  levels: str = "multi"
-  adapt_space: str = "output"
-  gan: str = "vanilla"
-  advent_mode: str = "advent"
-  discriminator_base_filters: int = 64
+  lambda_seg: float = field(0.1, "Weight of the aux head's cross-entropy (reference 0.1; 0 for "
+                            "single-level).", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
-class DiscriminatorSpec:
-  """A network a method trains against the generator (own optimiser, own loss).
+class StreamSpec:
+  """A data stream a method reads every step.
 
   Args:
-    model: Registry name in `tfdaseg.models` ("output_space_discriminator", ...).
-    reads: The generator output whose channel count the discriminator's input has.
-    options: Further build options (base_filters, ...).
+    labelled: Whether its labels are read (the split must have them).
+    domain: "source" or "target": the stream's defaults (class set, input size) are the
+      domain's unless its own flags say otherwise.
   """
 
-  model: str
-  reads: str
+  labelled: bool
+  domain: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """How a method network is trained (the trainer builds the optimiser).
+
+  Args:
+    name: Optimiser registry name in `tfdaseg.training.optimizers` ("adam", "sgd").
+    learning_rate: Base rate.
+    schedule: "poly" (the run's num_steps and power, as the reference) or "constant".
+    options: Further optimiser arguments (beta_2, momentum, ...).
+  """
+
+  name: str
+  learning_rate: float
+  schedule: str = "poly"
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkContext:
+  """What a network builder can read.
+
+  Args:
+    generator: The (built) generator.
+    num_classes: Classes it predicts.
+    build_model: (registry name, **options) -> network (`tfdaseg.models.build`).
+  """
+
+  generator: keras.Model
+  num_classes: int
+  build_model: Callable[..., keras.Model]
+
+  def channels(self, output_key: str) -> int:
+    """The channel count of one of the generator's outputs."""
+    return int(self.generator.output[output_key].shape[-1])
+
+  def generator_copy(self) -> keras.Model:
+    """A new network of the generator's architecture holding the generator's current weights."""
+    copy = keras.models.clone_model(self.generator)
+    copy.set_weights(self.generator.get_weights())
+    return copy
+
+
+@dataclasses.dataclass(frozen=True)
+class EmaSpec:
+  """An exponential moving average of another network, updated after every step.
+
+  teacher = decay * teacher + (1 - decay) * student over the trainable variables of both
+  (DACS/DAFormer average `parameters()`, not buffers: BatchNorm statistics and other
+  non-trainable variables keep what they were copied with, unless `include_non_trainable`).
+
+  Args:
+    of: The averaged network ("generator").
+    decay: step (int64 scalar, the number of updates done, >= 1) -> float32 decay.
+    include_non_trainable: Also average non-trainable variables (BN statistics).
+  """
+
+  of: str
+  decay: Callable[[tf.Tensor], tf.Tensor]
+  include_non_trainable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+  """A network a method adds.
+
+  Args:
+    build: NetworkContext -> the network (called inside the strategy's scope).
+    optimizer: How its own loss trains it; None for networks without an optimiser (a teacher,
+      a frozen copy).
+    ema: When set, the network is an EMA of another one, updated after every step.
+    checkpointed: Saved in the run's checkpoints (and restored on resume).
+    exportable: Evaluation and export may use it instead of the generator (an EMA teacher
+      of the generator's architecture).
+    reads: Generator outputs it needs (checked against the generator when building).
+  """
+
+  build: Callable[[NetworkContext], keras.Model]
+  optimizer: OptimizerSpec | None = None
+  ema: EmaSpec | None = None
+  checkpointed: bool = True
+  exportable: bool = False
+  reads: tuple[str, ...] = ()
+
+
+def discriminator(model: str, reads: str, learning_rate: float,
+                  **options: Any) -> NetworkSpec:
+  """A registered discriminator on the channels of generator output `reads`, trained by Adam
+  with betas (0.9, 0.99) under the poly schedule (AdaptSegNet train_gta2cityscapes_multi.py).
+
+  Args:
+    model: Registry name in `tfdaseg.models` ("output_space_discriminator", ...).
+    reads: The generator output whose channel count its input has.
+    learning_rate: Adam's base rate (reference 1e-4).
+    **options: Further build options (base_filters, ...).
+
+  Returns:
+    The spec.
+  """
+  return NetworkSpec(
+      build=lambda ctx: ctx.build_model(model, num_channels=ctx.channels(reads), **options),
+      optimizer=OptimizerSpec("adam", learning_rate, "poly", {"beta_1": 0.9, "beta_2": 0.99}),
+      reads=(reads,))
+
+
+def ema_teacher(alpha: float, of: str = GENERATOR) -> NetworkSpec:
+  """A mean teacher of the generator: decay min(1 - 1/(t + 1), alpha) at update t (DACS
+  trainUDA.py update_ema_variables, DAFormer dacs.py _update_ema), exportable.
+
+  Args:
+    alpha: The decay's ceiling (DACS 0.99, DAFormer 0.999).
+    of: The averaged network.
+
+  Returns:
+    The spec.
+  """
+  def decay(step: tf.Tensor) -> tf.Tensor:
+    step = tf.cast(step, tf.float32)
+    return tf.minimum(1.0 - 1.0 / (step + 1.0), alpha)
+
+  return NetworkSpec(build=lambda ctx: ctx.generator_copy(),
+                     ema=EmaSpec(of=of, decay=decay), exportable=True)
+
+
+Weight = float | tf.Tensor
+
+
 class Objective:
-  """Named loss terms (weight, unweighted float32 scalar) plus metrics that are only logged."""
+  """Named loss terms (weight, unweighted float32 scalar) plus metrics that are only logged.
+
+  Weights are floats or float32 scalar tensors (ramps computed from `StepContext.step`).
+  """
 
   def __init__(self):
-    self.losses: dict[str, tuple[float, tf.Tensor]] = {}
+    self.losses: dict[str, tuple[Weight, tf.Tensor]] = {}
     self.metrics: dict[str, tf.Tensor] = {}
 
-  def add_loss(self, name: str, value: tf.Tensor, weight: float = 1.0) -> None:
+  def add_loss(self, name: str, value: tf.Tensor, weight: Weight = 1.0) -> None:
     """Adds `weight * value` to the total under `name` (names must be unique)."""
     if name in self.losses:
       raise ValueError(f"loss {name!r} added twice")
-    self.losses[name] = (float(weight), tf.cast(value, tf.float32))
+    if not isinstance(weight, tf.Tensor):
+      weight = float(weight)
+    self.losses[name] = (weight, tf.cast(value, tf.float32))
 
   def add_metric(self, name: str, value: tf.Tensor) -> None:
     """Records a scalar that is logged but not optimised."""
@@ -101,7 +217,8 @@ class Objective:
 
   def total(self) -> tf.Tensor:
     """The weighted sum of the losses (0 when there are none)."""
-    return tf.add_n([tf.constant(0.0)] + [w * v for w, v in self.losses.values()])
+    return tf.add_n([tf.constant(0.0)] + [tf.cast(w, tf.float32) * v
+                                          for w, v in self.losses.values()])
 
 
 class StepContext:
@@ -109,27 +226,57 @@ class StepContext:
 
   Args:
     batch: Stream name -> the pipeline's batch dict ("image", "label", ...).
-    outputs: Stream name -> the generator's output dict, cast to float32.
-    discriminators: Name -> the method's discriminators.
+    networks: Name -> network: "generator" and the method's networks.
     num_classes: Classes the generator predicts.
+    step: int64 scalar, the global step being computed (0 for the first; restored on resume).
+    seed: int32 [2] stateless seed of this step, sub-batch and replica.
   """
 
   def __init__(self, batch: Mapping[str, Mapping[str, tf.Tensor]],
-               outputs: Mapping[str, Mapping[str, tf.Tensor]],
-               discriminators: Mapping[str, keras.Model], num_classes: int):
+               networks: Mapping[str, keras.Model], num_classes: int,
+               step: tf.Tensor, seed: tf.Tensor):
     self.batch = batch
-    self.outputs = outputs
-    self.discriminators = discriminators
+    self.networks = networks
     self.num_classes = num_classes
-    self._memo: dict[tuple, tf.Tensor] = {}
+    self.step = step
+    self.seed = seed
+    self._memo: dict[tuple, Any] = {}
 
-  def memo(self, key: tuple, compute: Callable[[], tf.Tensor]) -> tf.Tensor:
+  def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
     """Returns `compute()`, computed once per step for `key` (shared by several losses)."""
     if key not in self._memo:
       self._memo[key] = compute()
     return self._memo[key]
 
-  def upsampled_logits(self, stream: str, key: str = "logits") -> tf.Tensor:
+  def seed_for(self, purpose: str) -> tf.Tensor:
+    """An independent stateless seed for one use ("classmix", "jitter", ...) in this step."""
+    return tf.random.experimental.stateless_fold_in(
+        self.seed, zlib.crc32(purpose.encode()) & 0x7FFFFFFF)
+
+  def forward(self, network: str, images: tf.Tensor, training: bool = True,
+              key: str | None = None) -> dict[str, tf.Tensor]:
+    """Runs `network` on `images` (built inside the step or a stream's), once per step.
+
+    Args:
+      network: "generator" or one of the method's networks.
+      images: Caffe-preprocessed [B, H, W, 3].
+      training: Training mode (dropout, batch statistics); teachers run with False.
+      key: Memo key of the images; by default the tensor itself.
+
+    Returns:
+      The network's outputs cast to float32 (a dict for segmentation networks).
+    """
+    def compute():
+      outputs = self.networks[network](images, training=training)
+      return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)
+    return self.memo(("forward", network, key or images.ref(), training), compute)
+
+  def outputs(self, stream: str, network: str = GENERATOR,
+              training: bool = True) -> dict[str, tf.Tensor]:
+    """A network's outputs on a stream's images (the generator in training mode by default)."""
+    return self.forward(network, self.batch[stream]["image"], training, key=f"stream:{stream}")
+
+  def upsampled_logits(self, stream: str, key: str = keys.LOGITS) -> tf.Tensor:
     """The generator's `key` output on `stream`, upsampled to the stream's image size.
 
     The reference upsamples every prediction to the input size (nn.Upsample, bilinear,
@@ -137,63 +284,87 @@ class StepContext:
     """
     def compute():
       size = tf.shape(self.batch[stream]["image"])[1:3]
-      return losses.upsample_bilinear(self.outputs[stream][key], size)
+      return losses.upsample_bilinear(self.outputs(stream)[key], size)
     return self.memo(("upsampled", stream, key), compute)
 
-  def probabilities(self, stream: str, key: str = "logits") -> tf.Tensor:
+  def probabilities(self, stream: str, key: str = keys.LOGITS) -> tf.Tensor:
     """Softmax of `upsampled_logits(stream, key)`."""
     return self.memo(("softmax", stream, key),
                      lambda: tf.nn.softmax(self.upsampled_logits(stream, key), axis=-1))
 
   def discriminate(self, name: str, inputs: tf.Tensor) -> tf.Tensor:
-    """Runs discriminator `name` (training mode) and returns float32 logits."""
-    return tf.cast(self.discriminators[name](inputs, training=True), tf.float32)
+    """Runs network `name` (training mode) and returns float32 logits."""
+    return tf.cast(self.networks[name](inputs, training=True), tf.float32)
 
 
 class Method:
   """A training objective. Subclasses register with `METHODS.register(name)`.
 
   Class attributes:
-    streams: Data streams read every step ("source", "target").
-    labelled_streams: Streams trained with the supervised loss (their labels are needed).
+    config_class: Its hyper-parameters (flags derived from the fields).
+    streams: Stream name -> spec of the data it reads every step.
+    inference_network: The network evaluation and export use by default ("generator", or an
+      exportable network of `networks()` such as a mean teacher).
   """
 
-  streams: ClassVar[tuple[str, ...]] = (SOURCE, TARGET)
-  labelled_streams: ClassVar[tuple[str, ...]] = (SOURCE,)
+  config_class: ClassVar[type] = MethodConfig
+  streams: ClassVar[Mapping[str, StreamSpec]] = {
+      SOURCE: StreamSpec(labelled=True, domain=SOURCE),
+      TARGET: StreamSpec(labelled=False, domain=TARGET)}
+  inference_network: ClassVar[str] = GENERATOR
 
-  def __init__(self, config: MethodConfig):
+  def __init__(self, config: MethodConfig, num_classes: int):
+    if not isinstance(config, self.config_class):
+      raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, not "
+                      f"{type(config).__name__}")
     self.config = config
+    self.num_classes = num_classes
 
-  def discriminators(self) -> dict[str, DiscriminatorSpec]:
-    """Name -> spec of the networks trained against the generator (none by default)."""
+  @property
+  def labelled_streams(self) -> tuple[str, ...]:
+    """Streams trained with the supervised loss."""
+    return tuple(name for name, spec in self.streams.items() if spec.labelled)
+
+  def networks(self) -> dict[str, NetworkSpec]:
+    """Name -> spec of the networks the method adds (none by default)."""
     return {}
 
   def required_outputs(self) -> set[str]:
     """Generator output keys this method reads (checked against the generator at build)."""
-    keys = {spec.reads for spec in self.discriminators().values()} | {LOGITS["main"]}
+    needed = {key for spec in self.networks().values() for key in spec.reads} | {keys.LOGITS}
     if self.config.lambda_seg:
-      keys.add(LOGITS["aux"])
-    return keys
+      needed.add(keys.AUX_LOGITS)
+    return needed
 
-  def supervised_objective(self, ctx: StepContext) -> Objective:
+  def supervised_objective(self, ctx: StepContext,
+                           pixel_weights: Mapping[str, tf.Tensor] | None = None) -> Objective:
     """Cross-entropy on every labelled stream: CE(main) + lambda_seg * CE(aux).
 
     Logits are upsampled to the label size inside the loss. The aux term is skipped when
     lambda_seg is 0 (the reference's single-level setting).
+
+    Args:
+      ctx: The step.
+      pixel_weights: Stream -> float32 [B, H, W] weights of its pixels (default 1).
+
+    Returns:
+      The objective.
     """
     objective = Objective()
     for stream in self.labelled_streams:
       labels = ctx.batch[stream]["label"]
-      outputs = ctx.outputs[stream]
+      outputs = ctx.outputs(stream)
+      weights = (pixel_weights or {}).get(stream)
       objective.add_loss(f"seg_main_{stream}", losses.segmentation_loss(
-          outputs[LOGITS["main"]], labels, ctx.num_classes))
+          outputs[keys.LOGITS], labels, ctx.num_classes, pixel_weights=weights))
       if self.config.lambda_seg:
         objective.add_loss(f"seg_aux_{stream}", losses.segmentation_loss(
-            outputs[LOGITS["aux"]], labels, ctx.num_classes), self.config.lambda_seg)
+            outputs[keys.AUX_LOGITS], labels, ctx.num_classes, pixel_weights=weights),
+            self.config.lambda_seg)
     return objective
 
   def adaptation_objective(self, ctx: StepContext) -> Objective:
-    """The generator's unsupervised loss on the target stream (none by default)."""
+    """The generator's unsupervised loss (none by default)."""
     del ctx
     return Objective()
 
@@ -201,12 +372,12 @@ class Method:
     """Everything the generator minimises in one step."""
     return self.supervised_objective(ctx).merge(self.adaptation_objective(ctx))
 
-  def discriminator_objectives(self, ctx: StepContext) -> dict[str, Objective]:
-    """Discriminator name -> its loss (none by default).
+  def network_objectives(self, ctx: StepContext) -> dict[str, Objective]:
+    """Network name -> its loss, for the networks with an optimiser (none by default).
 
-    The trainer differentiates each discriminator's loss with respect to that discriminator's
-    variables only, and the generator's loss with respect to the generator's only: outputs
-    shared by both losses need no detaching (the reference's detach() / requires_grad=False).
+    The trainer differentiates each network's loss with respect to that network's variables
+    only, and the generator's loss with respect to the generator's only: outputs shared by
+    both losses need no detaching (the reference's detach() / requires_grad=False).
     """
     del ctx
     return {}

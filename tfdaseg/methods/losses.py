@@ -22,13 +22,20 @@ def upsample_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
                                    align_corners=True, half_pixel_centers=False)
 
 
-def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int,
+                      pixel_weights: tf.Tensor | None = None,
+                      average_over_all_pixels: bool = False) -> tf.Tensor:
   """Pixel cross-entropy averaged over labelled pixels (the reference's CrossEntropy2d).
 
   Args:
     logits: [B, h, w, C] logits at any resolution; upsampled to the labels' size first.
     labels: Integer [B, H, W] class ids; IGNORE_ID (255) and ids outside [0, C) are ignored.
     num_classes: C.
+    pixel_weights: Optional float [B, H, W] weight of each pixel's term (pseudo-label
+      confidence, ClassMix masks).
+    average_over_all_pixels: Divide by all pixels instead of the labelled ones, as DACS's
+      CrossEntropyLoss2dPixelWiseWeighted (torch.mean over ignored pixels too) and mmseg's
+      weighted CE do.
 
   Returns:
     float32 scalar; 0 when no pixel is labelled (as the reference returns zeros then).
@@ -39,7 +46,11 @@ def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int) ->
   per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.where(valid, labels, 0), logits=logits)
   weights = tf.cast(valid, tf.float32)
-  return tf.reduce_sum(per_pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+  count = tf.cast(tf.size(labels), tf.float32) if average_over_all_pixels else tf.reduce_sum(
+      weights)
+  if pixel_weights is not None:
+    weights = weights * tf.cast(pixel_weights, tf.float32)
+  return tf.reduce_sum(per_pixel * weights) / tf.maximum(count, 1.0)
 
 
 def normalised_entropy_map(logits: tf.Tensor) -> tf.Tensor:

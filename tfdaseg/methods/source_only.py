@@ -1,6 +1,6 @@
 """Source only: cross-entropy on the labelled source domain, no adaptation (the baseline)."""
 
-from tfdaseg.methods.base import SOURCE, Method
+from tfdaseg.methods.base import SOURCE, Method, StreamSpec
 from tfdaseg.methods.registry import METHODS
 
 
@@ -8,5 +8,4 @@ from tfdaseg.methods.registry import METHODS
 class SourceOnly(Method):
   """CE(main) + lambda_seg * CE(aux) on source; the target stream is not read."""
 
-  streams = (SOURCE,)
-  labelled_streams = (SOURCE,)
+  streams = {SOURCE: StreamSpec(labelled=True, domain=SOURCE)}

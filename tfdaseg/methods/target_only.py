@@ -1,6 +1,6 @@
 """Target only: supervised cross-entropy on labelled target data (the oracle, or fine-tuning)."""
 
-from tfdaseg.methods.base import TARGET, Method
+from tfdaseg.methods.base import TARGET, Method, StreamSpec
 from tfdaseg.methods.registry import METHODS
 
 
@@ -8,5 +8,4 @@ from tfdaseg.methods.registry import METHODS
 class TargetOnly(Method):
   """CE(main) + lambda_seg * CE(aux) on the target stream, which must be labelled."""
 
-  streams = (TARGET,)
-  labelled_streams = (TARGET,)
+  streams = {TARGET: StreamSpec(labelled=True, domain=TARGET)}

@@ -1,264 +1,219 @@
-"""The training command's flags (named like the AdaptSegNet reference's arguments) and their checks.
+"""The training command's config: nested sections whose flags are derived from their fields.
 
-`define_flags` declares them on a `FlagValues`; `TrainConfig.from_flags` reads them back;
-`validate` rejects impossible settings with one clear message each, before anything heavy runs
-(the data checks, which read manifests, are in `tfdaseg.training.inputs`).
+`TrainConfig` = model, data (class sets, validation split, default batch), streams (the
+method's, `tfdaseg.training.inputs`), optimisation, loop, runtime, and the method's own config
+(its `config_class`). Each section is a dataclass of `tfdaseg.utils.config_fields.field`s, so a
+hyper-parameter is declared once, in the module that reads it, and its flag, help, range and
+default follow; the flag names are the AdaptSegNet reference's (`--learning_rate`,
+`--lambda_adv_target1`, `--input_size`, ...), so its configs keep working.
+
+`define_flags` declares them on a `FlagValues`; `TrainConfig.from_flags` reads them back (the
+method's fields the user did not set take that method's defaults); `validate` rejects
+impossible settings with one clear message each, before anything heavy runs (the data checks,
+which read manifests, are in `tfdaseg.training.inputs`).
 """
 
 import dataclasses
-import json
-from typing import Any
 
 from absl import flags
 
 from tfdaseg import methods, models
 from tfdaseg.data import labels
-from tfdaseg.methods.adversarial import LEVELS
-from tfdaseg.methods.adaptsegnet import ADAPT_SPACES
-from tfdaseg.methods.advent import ADVENT_MODES
-from tfdaseg.methods.gan_losses import GAN_LOSSES
+from tfdaseg.training import inputs
+from tfdaseg.training.loop import LoopConfig
+from tfdaseg.training.model import OptimizationConfig
 from tfdaseg.training.precision import POLICIES
 from tfdaseg.training.strategies import STRATEGIES
+from tfdaseg.utils import config_fields
+from tfdaseg.utils.config_fields import ConfigError, field
 
-# The output-space discriminator halves its input five times (AdaptSegNet FCDiscriminator).
-MIN_INPUT_SIZE = 32
+__all__ = ["ConfigError", "TrainConfig", "define_flags", "validate"]
 
 
-class ConfigError(ValueError):
-  """A flag value (or combination) that cannot work."""
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The generator and its initialisation.
+
+  Args:
+    model: Registry name of the generator.
+    blocks: Bottlenecks per ResNet stage (None: the model's).
+    base_width: Backbone base width (None: the model's).
+    freeze_bn: Inference-mode BatchNorm.
+    aspp_compat: Classifier-head variant.
+    model_options: Further build options.
+    init_weights: Local ImageNet .h5 for the backbone.
+    restore_from: A .keras generator whose weights initialise the generator.
+  """
+
+  model: str = field("deeplab_v2_resnet101_multi", "Generator (tfdaseg.models registry); "
+                     "reference: deeplab_v2_resnet101_multi (multi-level), "
+                     "deeplab_v2_resnet101_single, deeplab_v2_vgg16.")
+  blocks: tuple[int, ...] | None = field(None, "Bottlenecks per ResNet stage; reference 3,4,23,3 "
+                                         "(ResNet-101); 1,1,1,1 for tiny models. Default: the "
+                                         "model's.")
+  base_width: int | None = field(None, "Backbone base width; reference 64. Default: the "
+                                 "model's.", minimum=1)
+  freeze_bn: bool = field(True, "Freeze BatchNorm (inference-mode statistics; use --nofreeze_bn "
+                          "when training from scratch).")
+  aspp_compat: str = field("adaptsegnet", "Classifier heads: 'adaptsegnet' sums rates 6,12 (the "
+                           "AdaptSegNet code and checkpoints), 'full' sums 6/12/18/24 (ADVENT).",
+                           choices=("adaptsegnet", "full"))
+  model_options: dict = field({}, "JSON dict of further generator build options.")
+  init_weights: str | None = field(None, "Local ImageNet .h5 (keras.applications layout) to "
+                                   "initialise the backbone.")
+  restore_from: str | None = field(None, "A .keras generator (e.g. imported from a PyTorch "
+                                   "checkpoint) whose weights initialise the generator.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Class sets, the validation split and the default batch (the streams have their own flags).
+
+  Args:
+    class_set: Class set of the source data and the generator.
+    target_class_set: Class set of the target data (None: class_set).
+    num_classes: Optional check of the class count.
+    target_val: Labelled target split scored every --eval_every steps.
+    batch_size: Global batch of every stream without its own --{stream}_batch_size.
+  """
+
+  class_set: str = field("19", "Class set of the source data and the generator (reference: 19 "
+                         "for GTA5, 16 for SYNTHIA).", choices=tuple(labels.CLASS_SETS))
+  target_class_set: str | None = field(None, "Class set of the target data when it differs "
+                                       "(e.g. 11 for CamVid with class_set="
+                                       "cityscapes_as_camvid11). Default: class_set.",
+                                       choices=tuple(labels.CLASS_SETS))
+  num_classes: int | None = field(None, "Optional check: must equal the class set's size "
+                                  "(reference 19).")
+  target_val: str | None = field(None, "Optional labelled target split scored every "
+                                 "--eval_every steps (mIoU), to pick the best snapshot.")
+  batch_size: int = field(1, "Global batch per sub-batch of every stream (reference 1).",
+                          minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """Where and how the steps run.
+
+  Args:
+    strategy: Distribution strategy.
+    xla: XLA for the loss-and-gradient step.
+    mixed_precision: Compute precision.
+    deterministic: Deterministic ops.
+  """
+
+  strategy: str = field("auto", "Distribution: auto (mirrored on >1 GPU, else one device), "
+                        "one_device, mirrored, multi_worker (TF_CONFIG).",
+                        choices=tuple(STRATEGIES.names()))
+  xla: str = field("auto", "XLA for the loss-and-gradient step: auto = on for GPU/TPU, off on "
+                   "CPU (slower there).", choices=("auto", "on", "off"))
+  mixed_precision: str = field("none", "Compute precision; float16 uses dynamic loss scaling.",
+                               choices=tuple(POLICIES))
+  deterministic: bool = field(False, "Deterministic ops "
+                              "(tf.config.experimental.enable_op_determinism); slower.")
+
+
+# Sections whose flags are generated from their fields (name on TrainConfig -> class).
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optimization": OptimizationConfig,
+            "loop": LoopConfig, "runtime": RuntimeConfig}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  """Declares the training flags on `fv` (reference values in each help)."""
-  d = dict(flag_values=fv)
+  """Declares the training flags on `fv`: the sections', every method's and every stream's."""
   flags.DEFINE_string("model_dir", None, "Run folder: generator.json, checkpoints, TensorBoard "
-                      "events, validation.json. Re-running with the same folder resumes.", **d)
+                      "events, validation.json. Re-running with the same folder resumes.",
+                      flag_values=fv)
   flags.DEFINE_string("method", "adaptsegnet", "Training objective (tfdaseg.methods registry): "
-                      + ", ".join(methods.METHODS.names()) + ".", **d)
-  flags.DEFINE_string("model", "deeplab_v2_resnet101_multi", "Generator (tfdaseg.models "
-                      "registry); reference: deeplab_v2_resnet101_multi (multi-level), "
-                      "deeplab_v2_resnet101_single, deeplab_v2_vgg16.", **d)
-  flags.DEFINE_list("blocks", None, "Bottlenecks per ResNet stage; reference 3,4,23,3 "
-                    "(ResNet-101); 1,1,1,1 for tiny models. Default: the model's.", **d)
-  flags.DEFINE_integer("base_width", None, "Backbone base width; reference 64. Default: the "
-                       "model's.", **d)
-  flags.DEFINE_bool("freeze_bn", True, "Freeze BatchNorm (reference: yes, on pretrained "
-                    "statistics; use --nofreeze_bn when training from scratch).", **d)
-  flags.DEFINE_enum("aspp_compat", "adaptsegnet", ["adaptsegnet", "full"], "Classifier heads: "
-                    "'adaptsegnet' sums rates 6,12 (the AdaptSegNet code and checkpoints), "
-                    "'full' sums 6/12/18/24 (ADVENT).", **d)
-  flags.DEFINE_string("model_options", "{}", "JSON dict of further generator build options.",
-                      **d)
-  flags.DEFINE_string("class_set", "19", "Class set of the source data and the generator: "
-                      + ", ".join(labels.CLASS_SETS) + " (reference: 19 for GTA5, 16 for "
-                      "SYNTHIA).", **d)
-  flags.DEFINE_string("target_class_set", None, "Class set of the target data when it differs "
-                      "(e.g. 11 for CamVid with class_set=cityscapes_as_camvid11). Default: "
-                      "class_set.", **d)
-  flags.DEFINE_integer("num_classes", None, "Optional check: must equal the class set's size "
-                       "(reference 19).", **d)
-  flags.DEFINE_string("source_train", None, "TFRecord file pattern of the labelled source "
-                      "training split (e.g. data/gta5-train-*.tfrecord).", **d)
-  flags.DEFINE_string("target_train", None, "TFRecord file pattern of the target training split "
-                      "(unlabelled for adaptation; labelled for target_only).", **d)
-  flags.DEFINE_string("target_val", None, "Optional labelled target split scored every "
-                      "--eval_every steps (mIoU), to pick the best snapshot.", **d)
-  flags.DEFINE_string("input_size", "1280,720", "Source training size W,H (reference "
-                      "1280,720 for GTA5).", **d)
-  flags.DEFINE_string("input_size_target", "1024,512", "Target training size W,H (reference "
-                      "1024,512 for Cityscapes).", **d)
-  flags.DEFINE_integer("batch_size", 1, "Global batch per sub-batch (reference 1).", **d)
-  flags.DEFINE_integer("iter_size", 1, "Sub-batches accumulated per step (reference 1).", **d)
-  flags.DEFINE_float("learning_rate", 2.5e-4, "Generator SGD base rate; heads 10x "
-                     "(reference 2.5e-4).", **d)
-  flags.DEFINE_float("learning_rate_d", 1e-4, "Discriminator Adam rate (reference 1e-4).", **d)
-  flags.DEFINE_float("momentum", 0.9, "Generator SGD momentum (reference 0.9).", **d)
-  flags.DEFINE_float("weight_decay", 0.0005, "Generator L2 weight decay, PyTorch style "
-                     "(reference 0.0005).", **d)
-  flags.DEFINE_float("power", 0.9, "Poly learning-rate decay power (reference 0.9).", **d)
-  flags.DEFINE_integer("num_steps", 250000, "Poly decay length in steps (reference 250000).",
-                       **d)
-  flags.DEFINE_integer("num_steps_stop", 150000, "Stop after this many steps (reference 150000; "
-                       "ADVENT 120000).", **d)
-  flags.DEFINE_float("lambda_seg", 0.1, "Weight of the aux head's cross-entropy (reference 0.1; "
-                     "0 for single-level).", **d)
-  flags.DEFINE_float("lambda_adv_target1", 0.0002, "Adversarial weight, aux level (reference "
-                     "0.0002).", **d)
-  flags.DEFINE_float("lambda_adv_target2", 0.001, "Adversarial weight, main level (reference "
-                     "0.001; 0.01 with --gan=ls).", **d)
-  flags.DEFINE_float("lambda_ent_target1", 0.0002, "Entropy weight, aux level (ADVENT 0.0002).",
-                     **d)
-  flags.DEFINE_float("lambda_ent_target2", 0.001, "Entropy weight, main level (ADVENT 0.001).",
-                     **d)
-  flags.DEFINE_enum("levels", "multi", list(LEVELS), "AdaptSegNet/ADVENT levels: multi (aux + "
-                    "main heads) or single (main head).", **d)
-  flags.DEFINE_enum("adapt_space", "output", list(ADAPT_SPACES), "AdaptSegNet: align the "
-                    "softmax output (reference) or the heads' input features.", **d)
-  flags.DEFINE_enum("gan", "vanilla", GAN_LOSSES.names(), "Adversarial loss: vanilla (BCE, "
-                    "reference) or ls (least squares).", **d)
-  flags.DEFINE_enum("advent_mode", "advent", list(ADVENT_MODES), "ADVENT: minent, advent or "
-                    "both.", **d)
-  flags.DEFINE_integer("discriminator_base_filters", 64, "Discriminator width (reference ndf "
-                       "64).", **d)
-  flags.DEFINE_string("init_weights", None, "Local ImageNet .h5 (keras.applications layout) to "
-                      "initialise the backbone.", **d)
-  flags.DEFINE_string("restore_from", None, "A .keras generator (e.g. imported from a PyTorch "
-                      "checkpoint) whose weights initialise the generator.", **d)
-  flags.DEFINE_integer("save_pred_every", 5000, "Checkpoint period in steps (reference 5000).",
-                       **d)
-  flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.", **d)
-  flags.DEFINE_integer("summary_every", 10, "TensorBoard scalar period in steps (0: never).",
-                       **d)
-  flags.DEFINE_integer("image_summary_every", 1000, "TensorBoard prediction-grid period "
-                       "(0: never).", **d)
-  flags.DEFINE_integer("eval_every", 0, "Validation period on --target_val (0: never).", **d)
-  flags.DEFINE_enum("strategy", "auto", STRATEGIES.names(), "Distribution: auto (mirrored on "
-                    ">1 GPU, else one device), one_device, mirrored, multi_worker (TF_CONFIG).",
-                    **d)
-  flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA for the loss-and-gradient step: "
-                    "auto = on for GPU/TPU, off on CPU (slower there).", **d)
-  flags.DEFINE_enum("mixed_precision", "none", list(POLICIES), "Compute precision; float16 "
-                    "uses dynamic loss scaling.", **d)
-  flags.DEFINE_bool("deterministic", False, "Deterministic ops "
-                    "(tf.config.experimental.enable_op_determinism); slower.", **d)
-  flags.DEFINE_integer("random_seed", 1234, "Seed of weights and data order (reference 1234).",
-                       **d)
-
-
-def parse_size(text: str, name: str) -> tuple[int, int]:
-  """Parses "W,H" into (width, height).
-
-  Raises:
-    ConfigError: naming the flag, when malformed, non-positive or below MIN_INPUT_SIZE.
-  """
-  try:
-    width, height = (int(part) for part in str(text).split(","))
-  except ValueError:
-    raise ConfigError(f"--{name}={text!r}: expected W,H (e.g. 1280,720)") from None
-  if min(width, height) < MIN_INPUT_SIZE:
-    raise ConfigError(f"--{name}={text!r}: width and height must be >= {MIN_INPUT_SIZE} (the "
-                      "discriminator downsamples by 32, the generator by 8)")
-  return width, height
+                      + ", ".join(methods.METHODS.names()) + ".", flag_values=fv)
+  for section in SECTIONS.values():
+    config_fields.define_flags(section, fv)
+  for name in methods.METHODS.names():
+    config_fields.define_flags(methods.METHODS.get(name).config_class, fv, owner=name)
+  inputs.define_stream_flags(fv)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Every setting of a training run (one field per flag; see `define_flags`)."""
+  """Every setting of a training run.
+
+  Args:
+    model_dir: The run folder.
+    method_name: Registry name of the method.
+    method: Its config (an instance of its `config_class`).
+    model: Generator settings.
+    data: Class sets, validation split, default batch.
+    streams: Stream name -> config, the method's streams.
+    optimization: Generator optimiser and schedule.
+    loop: Periods, stop step, seed.
+    runtime: Strategy, XLA, precision, determinism.
+  """
 
   model_dir: str | None
-  method: str
-  model: str
-  blocks: tuple[int, ...] | None
-  base_width: int | None
-  freeze_bn: bool
-  aspp_compat: str
-  model_options: dict
-  class_set: str
-  target_class_set: str | None
-  num_classes: int | None
-  source_train: str | None
-  target_train: str | None
-  target_val: str | None
-  input_size: str
-  input_size_target: str
-  batch_size: int
-  iter_size: int
-  learning_rate: float
-  learning_rate_d: float
-  momentum: float
-  weight_decay: float
-  power: float
-  num_steps: int
-  num_steps_stop: int
-  lambda_seg: float
-  lambda_adv_target1: float
-  lambda_adv_target2: float
-  lambda_ent_target1: float
-  lambda_ent_target2: float
-  levels: str
-  adapt_space: str
-  gan: str
-  advent_mode: str
-  discriminator_base_filters: int
-  init_weights: str | None
-  restore_from: str | None
-  save_pred_every: int
-  keep_checkpoints: int
-  summary_every: int
-  image_summary_every: int
-  eval_every: int
-  strategy: str
-  xla: str
-  mixed_precision: str
-  deterministic: bool
-  random_seed: int
+  method_name: str
+  method: methods.MethodConfig
+  model: ModelConfig
+  data: DataConfig
+  streams: dict
+  optimization: OptimizationConfig
+  loop: LoopConfig
+  runtime: RuntimeConfig
 
   @classmethod
   def from_flags(cls, fv: flags.FlagValues) -> "TrainConfig":
     """Reads the parsed flags.
 
     Raises:
-      ConfigError: when --blocks or --model_options do not parse.
+      ConfigError: for an unknown method, or a value that does not parse or is out of range.
     """
-    values: dict[str, Any] = {f.name: fv[f.name].value for f in dataclasses.fields(cls)}
-    if values["blocks"] is not None:
-      try:
-        values["blocks"] = tuple(int(b) for b in values["blocks"])
-      except ValueError:
-        raise ConfigError(f"--blocks={','.join(values['blocks'])}: expected integers, "
-                          "e.g. 3,4,23,3") from None
+    name = fv["method"].value
+    if name not in methods.METHODS:
+      raise ConfigError(f"unknown --method={name!r}; known: "
+                        f"{', '.join(methods.METHODS.names())}")
+    method_class = methods.METHODS.get(name)
+    sections = {key: config_fields.from_flags(section, fv) for key, section in SECTIONS.items()}
+    data = sections["data"]
+    domain_class_sets = {methods.SOURCE: data.class_set,
+                         methods.TARGET: data.target_class_set or data.class_set}
     try:
-      values["model_options"] = json.loads(values["model_options"] or "{}")
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"--model_options: not valid JSON ({e})") from None
-    if not isinstance(values["model_options"], dict):
-      raise ConfigError("--model_options must be a JSON object")
-    return cls(**values)
-
-  @property
-  def source_size(self) -> tuple[int, int]:
-    """(width, height) of source images."""
-    return parse_size(self.input_size, "input_size")
-
-  @property
-  def target_size(self) -> tuple[int, int]:
-    """(width, height) of target images."""
-    return parse_size(self.input_size_target, "input_size_target")
+      method_config = config_fields.from_flags(method_class.config_class, fv)
+    except ValueError as e:
+      raise ConfigError(f"--method={name}: {e}") from None
+    streams = inputs.stream_configs(fv, method_class, batch_size=data.batch_size,
+                                    domain_class_sets=domain_class_sets)
+    return cls(model_dir=fv["model_dir"].value, method_name=name, method=method_config,
+               streams=streams, **sections)
 
   @property
   def model_class_set(self) -> labels.ClassSet:
     """The class set the generator predicts (and the source data holds)."""
-    return labels.get_class_set(self.class_set)
+    return labels.get_class_set(self.data.class_set)
 
   @property
   def target_classes(self) -> labels.ClassSet:
     """The class set the target data holds."""
-    return labels.get_class_set(self.target_class_set or self.class_set)
+    return labels.get_class_set(self.data.target_class_set or self.data.class_set)
+
+  @property
+  def target_size(self) -> tuple[int, int]:
+    """(width, height) the target domain is trained (and validated, exported) at."""
+    target = self.streams.get(methods.TARGET)
+    return target.size if target else next(iter(self.streams.values())).size
 
   def generator_options(self) -> dict:
-    """Build options of the generator (`tfdaseg.models.build(self.model, **options)`)."""
-    options = {"num_classes": self.model_class_set.num_classes, "freeze_bn": self.freeze_bn,
-               "aspp_compat": self.aspp_compat}
-    if self.blocks is not None:
-      options["blocks"] = self.blocks
-    if self.base_width is not None:
-      options["base_width"] = self.base_width
-    options.update(self.model_options)
+    """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`)."""
+    options = {"num_classes": self.model_class_set.num_classes,
+               "freeze_bn": self.model.freeze_bn, "aspp_compat": self.model.aspp_compat}
+    if self.model.blocks is not None:
+      options["blocks"] = self.model.blocks
+    if self.model.base_width is not None:
+      options["base_width"] = self.model.base_width
+    options.update(self.model.model_options)
     return options
 
-  def method_config(self) -> methods.MethodConfig:
-    """The method's hyper-parameters."""
-    return methods.MethodConfig(
-        num_classes=self.model_class_set.num_classes, lambda_seg=self.lambda_seg,
-        lambda_adv_target1=self.lambda_adv_target1, lambda_adv_target2=self.lambda_adv_target2,
-        lambda_ent_target1=self.lambda_ent_target1, lambda_ent_target2=self.lambda_ent_target2,
-        levels=self.levels, adapt_space=self.adapt_space, gan=self.gan,
-        advent_mode=self.advent_mode,
-        discriminator_base_filters=self.discriminator_base_filters)
-
   def build_method(self) -> methods.Method:
-    """The configured method (validated)."""
-    return methods.build(self.method, self.method_config())
+    """The configured method."""
+    return methods.build(self.method_name, num_classes=self.model_class_set.num_classes,
+                         config=self.method)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -267,57 +222,33 @@ def _require(condition: bool, message: str) -> None:
 
 
 def validate(config: TrainConfig, *, require_model_dir: bool = True) -> None:
-  """Checks every setting that can be checked without data or models.
+  """Checks what the sections cannot check alone, without data or models.
 
   Args:
-    config: The settings.
+    config: The settings (each section already range-checked).
     require_model_dir: Whether --model_dir must be given (not for parsing a config file alone).
 
   Raises:
     ConfigError: one clear message for the first problem found.
   """
   _require(not require_model_dir or bool(config.model_dir), "--model_dir is required")
-  _require(config.method in methods.METHODS,
-           f"unknown --method={config.method!r}; known: {', '.join(methods.METHODS.names())}")
-  _require(config.model in models.MODELS,
-           f"unknown --model={config.model!r}; known: {', '.join(models.MODELS.names())}")
-  for flag in ("class_set", "target_class_set"):
-    name = getattr(config, flag)
-    _require(name is None or name in labels.CLASS_SETS,
-             f"unknown --{flag}={name!r}; known: {', '.join(labels.CLASS_SETS)}")
+  _require(config.model.model in models.MODELS,
+           f"unknown --model={config.model.model!r}; known: {', '.join(models.MODELS.names())}")
   model_classes = config.model_class_set.num_classes
   _require(config.target_classes.num_classes == model_classes,
            f"--target_class_set={config.target_classes.name} has "
-           f"{config.target_classes.num_classes} classes but --class_set={config.class_set} has "
-           f"{model_classes}: the generator predicts one set for both domains")
-  _require(config.num_classes is None or config.num_classes == model_classes,
-           f"--num_classes={config.num_classes} but --class_set={config.class_set} has "
-           f"{model_classes} classes")
-  parse_size(config.input_size, "input_size")
-  parse_size(config.input_size_target, "input_size_target")
-  for flag in ("batch_size", "iter_size", "num_steps", "num_steps_stop", "save_pred_every",
-               "keep_checkpoints", "discriminator_base_filters"):
-    _require(getattr(config, flag) >= 1, f"--{flag}={getattr(config, flag)} must be >= 1")
-  for flag in ("summary_every", "image_summary_every", "eval_every"):
-    _require(getattr(config, flag) >= 0, f"--{flag}={getattr(config, flag)} must be >= 0")
-  _require(config.num_steps_stop <= config.num_steps,
-           f"--num_steps_stop={config.num_steps_stop} is past --num_steps={config.num_steps} "
-           "(the learning rate reaches 0 at num_steps)")
-  for flag in ("learning_rate", "learning_rate_d"):
-    _require(getattr(config, flag) > 0, f"--{flag}={getattr(config, flag)} must be > 0")
-  for flag in ("weight_decay", "power", "lambda_seg", "lambda_adv_target1", "lambda_adv_target2",
-               "lambda_ent_target1", "lambda_ent_target2"):
-    _require(getattr(config, flag) >= 0, f"--{flag}={getattr(config, flag)} must be >= 0")
-  _require(0 <= config.momentum < 1, f"--momentum={config.momentum} must be in [0, 1)")
-  _require(not (config.init_weights and config.restore_from),
+           f"{config.target_classes.num_classes} classes but --class_set={config.data.class_set} "
+           f"has {model_classes}: the generator predicts one set for both domains")
+  _require(config.data.num_classes is None or config.data.num_classes == model_classes,
+           f"--num_classes={config.data.num_classes} but --class_set={config.data.class_set} "
+           f"has {model_classes} classes")
+  _require(config.loop.num_steps_stop <= config.optimization.num_steps,
+           f"--num_steps_stop={config.loop.num_steps_stop} is past --num_steps="
+           f"{config.optimization.num_steps} (the learning rate reaches 0 at num_steps)")
+  _require(not (config.model.init_weights and config.model.restore_from),
            "give --init_weights (ImageNet backbone) or --restore_from (whole generator), not both")
-  _require(config.eval_every == 0 or bool(config.target_val),
-           f"--eval_every={config.eval_every} needs --target_val")
-  try:
-    method = config.build_method()
-  except ValueError as e:
-    raise ConfigError(f"--method={config.method}: {e}") from None
-  for stream in method.streams:
-    flag = f"{stream}_train"
-    _require(bool(getattr(config, flag)), f"--method={config.method} reads the {stream} domain: "
-             f"--{flag} (a TFRecord file pattern) is required")
+  _require(config.loop.eval_every == 0 or bool(config.data.target_val),
+           f"--eval_every={config.loop.eval_every} needs --target_val")
+  for stream in config.streams.values():
+    _require(bool(stream.pattern), f"--method={config.method_name} reads the {stream.name} "
+             f"stream: --{stream.flag} (a TFRecord file pattern) is required")

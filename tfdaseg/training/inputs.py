@@ -1,18 +1,39 @@
-"""The training run's input: data checks against the manifests, and the per-worker datasets.
+"""The training run's streams as data: their flags, their checks against the manifests, the datasets.
 
-Each stream the method reads (source, target) is a `tfdaseg.data.pipeline.make_dataset` training
-stream that repeats and shuffles on its own; the streams are zipped into {stream: batch}.
+A stream is a `StreamConfig` (TFRecord pattern, labelled or not, class set, input size, batch
+size, augmentation). A method declares the streams it reads (`Method.streams`: name ->
+`StreamSpec(labelled, domain)`); every stream name any registered method declares gets the same
+flags, `--{name}_train`, `--{name}_size`, `--{name}_batch_size`, `--{name}_class_set` and
+`--{name}_augment`, whose unset values fall back to the stream's domain (source: `--input_size`,
+`--class_set`; target: `--input_size_target`, `--target_class_set`) and to `--batch_size`. The
+reference's `--source_train`, `--target_train`, `--input_size` and `--input_size_target` are these
+flags for the streams "source" and "target". A new stream needs no code here.
+
+Each stream is a `tfdaseg.data.pipeline.make_dataset` training stream that repeats and shuffles
+on its own; the streams are zipped into {stream: batch}.
 """
 
 import dataclasses
-from typing import Callable
+import json
+from typing import Callable, Mapping
 
 import tensorflow as tf
+from absl import flags
 
+from tfdaseg import methods
 from tfdaseg.data import labels, pipeline
-from tfdaseg.methods import Method, SOURCE, TARGET
-from tfdaseg.training.config import TrainConfig
+from tfdaseg.data.augment import AugmentConfig
+from tfdaseg.methods import SOURCE, TARGET, Method
 from tfdaseg.training.loop import DatasetFn, Preview
+from tfdaseg.utils.config_fields import ConfigError
+
+# The discriminators halve their input five times (AdaptSegNet FCDiscriminator).
+MIN_INPUT_SIZE = 32
+# Flags of the reference for the two classic streams: (stream, key) -> flag name.
+REFERENCE_FLAGS = {(SOURCE, "size"): "input_size", (TARGET, "size"): "input_size_target",
+                   (SOURCE, "class_set"): "class_set", (TARGET, "class_set"): "target_class_set"}
+# Default sizes of the domains (reference: GTA5 1280x720, Cityscapes 1024x512).
+DOMAIN_SIZES = {SOURCE: (1280, 720), TARGET: (1024, 512)}
 
 
 class DataError(ValueError):
@@ -20,20 +41,130 @@ class DataError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Stream:
+class StreamConfig:
   """One training stream.
 
   Args:
-    flag: The flag naming its files (for messages).
+    name: The stream's name ("source", "target", "labelled_target", ...).
     pattern: TFRecord file pattern.
+    labelled: Whether its labels are read (checked against the manifest).
     class_set: The class set its labels are read into.
     size: (width, height) images are resized to.
+    batch_size: Global batch size of the stream.
+    augment: Its augmentations (None: the reference's none).
   """
 
-  flag: str
-  pattern: str
+  name: str
+  pattern: str | None
+  labelled: bool
   class_set: labels.ClassSet
   size: tuple[int, int]
+  batch_size: int
+  augment: AugmentConfig | None = None
+
+  @property
+  def flag(self) -> str:
+    """The flag naming its files (for messages)."""
+    return stream_flag(self.name, "train")
+
+
+def stream_flag(stream: str, key: str) -> str:
+  """The flag of one setting of a stream ("train" is the file pattern)."""
+  return REFERENCE_FLAGS.get((stream, key), f"{stream}_{key}")
+
+
+def declared_streams() -> dict[str, str]:
+  """Stream name -> domain, over every registered method."""
+  found = {}
+  for name in methods.METHODS.names():
+    for stream, spec in methods.METHODS.get(name).streams.items():
+      found.setdefault(stream, spec.domain)
+  return found
+
+
+def parse_size(value, name: str) -> tuple[int, int]:
+  """Parses "W,H" (a string or the list absl makes of it) into (width, height).
+
+  Raises:
+    ConfigError: naming the flag, when malformed or below MIN_INPUT_SIZE.
+  """
+  text = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
+  try:
+    width, height = (int(part) for part in text.split(","))
+  except ValueError:
+    raise ConfigError(f"--{name}={text!r}: expected W,H (e.g. 1280,720)") from None
+  if min(width, height) < MIN_INPUT_SIZE:
+    raise ConfigError(f"--{name}={text!r}: width and height must be >= {MIN_INPUT_SIZE} (the "
+                      "discriminator downsamples by 32, the generator by 8)")
+  return width, height
+
+
+def define_stream_flags(fv: flags.FlagValues) -> None:
+  """Declares the flags of every declared stream on `fv` (see the module docstring)."""
+  d = dict(flag_values=fv)
+  for stream, domain in declared_streams().items():
+    flags.DEFINE_string(stream_flag(stream, "train"), None, f"TFRecord file pattern of the "
+                        f"{stream} stream (e.g. data/gta5-train-*.tfrecord).", **d)
+    default_size = DOMAIN_SIZES[stream] if stream in DOMAIN_SIZES else None
+    flags.DEFINE_string(stream_flag(stream, "size"), default_size and "%d,%d" % default_size,
+                        f"Training size W,H of the {stream} stream (default: the {domain} "
+                        "domain's; reference 1280,720 for GTA5, 1024,512 for Cityscapes).", **d)
+    flags.DEFINE_integer(stream_flag(stream, "batch_size"), None, f"Global batch of the "
+                         f"{stream} stream (default --batch_size).", **d)
+    if stream_flag(stream, "class_set") not in fv:  # the domains' are the data section's
+      flags.DEFINE_string(stream_flag(stream, "class_set"), None, f"Class set of the {stream} "
+                          f"stream's labels (default: the {domain} domain's).", **d)
+    flags.DEFINE_string(stream_flag(stream, "augment"), None, f"JSON of the {stream} stream's "
+                        "augmentations (tfdaseg.data.augment.AugmentConfig fields, e.g. "
+                        '{"crop_size": [512, 512], "hflip": true}); default none (reference).',
+                        **d)
+
+
+def _augment(text: str | None, flag: str) -> AugmentConfig | None:
+  if not text:
+    return None
+  try:
+    return AugmentConfig.from_value(json.loads(text))
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"--{flag}={text}: {e}") from None
+
+
+def stream_configs(fv: flags.FlagValues, method: type[Method], *, batch_size: int,
+                   domain_class_sets: Mapping[str, str]) -> dict[str, StreamConfig]:
+  """The method's streams from the parsed flags.
+
+  Args:
+    fv: Parsed flags (`define_stream_flags`).
+    method: The method class (its `streams`).
+    batch_size: The default batch size (--batch_size).
+    domain_class_sets: Domain -> class set name (--class_set, --target_class_set).
+
+  Returns:
+    Stream name -> config, in the method's order.
+
+  Raises:
+    ConfigError: naming the flag, for a size, class set or augmentation that does not parse.
+  """
+  streams = {}
+  for name, spec in method.streams.items():
+    def value(key: str, name: str = name):
+      return fv[stream_flag(name, key)].value
+    size_flag = stream_flag(name, "size")
+    if value("size") is None and spec.domain != name:
+      size_flag = stream_flag(spec.domain, "size")
+    class_set = value("class_set") or domain_class_sets[spec.domain]
+    if class_set not in labels.CLASS_SETS:
+      raise ConfigError(f"unknown class set {class_set!r} of stream {name}; known: "
+                        f"{', '.join(labels.CLASS_SETS)}")
+    stream_batch = value("batch_size") or batch_size
+    if stream_batch < 1:
+      raise ConfigError(f"--{stream_flag(name, 'batch_size')}={stream_batch} must be >= 1")
+    streams[name] = StreamConfig(
+        name=name, pattern=value("train"), labelled=spec.labelled,
+        class_set=labels.get_class_set(class_set),
+        size=parse_size(fv[size_flag].value, size_flag), batch_size=stream_batch,
+        augment=_augment(value("augment"), stream_flag(name, "augment")))
+  return streams
 
 
 def check_split(flag: str, pattern: str, class_set: labels.ClassSet,
@@ -71,48 +202,40 @@ def check_split(flag: str, pattern: str, class_set: labels.ClassSet,
   return manifest
 
 
-def training_streams(config: TrainConfig, method: Method) -> dict[str, Stream]:
-  """The method's streams, each checked against its manifest.
+def check_streams(streams: Mapping[str, StreamConfig]) -> None:
+  """Checks every stream against its manifest.
 
   Raises:
     DataError: for a missing pattern, a class-space mismatch or missing labels.
   """
-  available = {
-      SOURCE: Stream("source_train", config.source_train, config.model_class_set,
-                     config.source_size),
-      TARGET: Stream("target_train", config.target_train, config.target_classes,
-                     config.target_size),
-  }
-  streams = {name: available[name] for name in method.streams}
-  for name, stream in streams.items():
-    check_split(stream.flag, stream.pattern, stream.class_set,
-                needs_labels=name in method.labelled_streams)
-  return streams
+  for stream in streams.values():
+    check_split(stream.flag, stream.pattern, stream.class_set, needs_labels=stream.labelled)
 
 
-def training_dataset_fn(streams: dict[str, Stream], batch_size: int) -> DatasetFn:
-  """A `DatasetFn`: every stream at its size, zipped; `batch_size` is the global batch."""
+def training_dataset_fn(streams: Mapping[str, StreamConfig]) -> DatasetFn:
+  """A `DatasetFn`: every stream at its size and global batch size, zipped."""
 
   def build(context: tf.distribute.InputContext, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.zip({
         name: pipeline.make_dataset(stream.pattern, class_set=stream.class_set.name,
-                                    image_size=stream.size, batch_size=batch_size, training=True,
-                                    seed=seed + index, input_context=context)
+                                    image_size=stream.size, batch_size=stream.batch_size,
+                                    training=True, seed=seed + index, augment=stream.augment,
+                                    input_context=context)
         for index, (name, stream) in enumerate(streams.items())})
 
   return build
 
 
-def validation_dataset_fn(config: TrainConfig) -> Callable[[], tf.data.Dataset]:
+def validation_dataset_fn(pattern: str, class_set: labels.ClassSet,
+                          size: tuple[int, int]) -> Callable[[], tf.data.Dataset]:
   """The --target_val split at the target input size, labels at full size, one pass.
 
   Raises:
     DataError: for a missing pattern or a class-space mismatch.
   """
-  check_split("target_val", config.target_val, config.target_classes, needs_labels=True)
-  return lambda: pipeline.make_dataset(config.target_val, class_set=config.target_classes.name,
-                                       image_size=config.target_size, label_size=None,
-                                       batch_size=1, training=False)
+  check_split("target_val", pattern, class_set, needs_labels=True)
+  return lambda: pipeline.make_dataset(pattern, class_set=class_set.name, image_size=size,
+                                       label_size=None, batch_size=1, training=False)
 
 
 def preview(dataset_fn: DatasetFn, palette: tuple, seed: int) -> Preview:

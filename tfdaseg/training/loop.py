@@ -27,6 +27,7 @@ from tfdaseg.models import outputs as keys
 from tfdaseg.training import summaries, validation
 from tfdaseg.training.model import DomainAdaptationModel
 from tfdaseg.training.strategies import is_chief
+from tfdaseg.utils.config_fields import field
 
 # (input context, seed) -> dataset of {stream: batch} with the per-replica batch size.
 DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
@@ -45,19 +46,20 @@ class LoopConfig:
     summary_every: Scalar summary period in steps (0: never).
     image_summary_every: Prediction-grid period in steps (0: never).
     eval_every: Validation period in steps (0: never; needs a validator).
-    random_seed: Base seed of the input streams.
-    images_per_step: Images one global step reads (for images/s).
+    random_seed: Base seed of the input streams, the weights and the in-step draws.
   """
 
-  num_steps_stop: int
-  save_pred_every: int
-  iter_size: int = 1
-  keep_checkpoints: int = 5
-  summary_every: int = 10
-  image_summary_every: int = 0
-  eval_every: int = 0
-  random_seed: int = 1234
-  images_per_step: int = 1
+  num_steps_stop: int = field(150000, "Stop after this many steps (reference 150000; ADVENT "
+                              "120000).", minimum=1)
+  save_pred_every: int = field(5000, "Checkpoint period in steps (reference 5000).", minimum=1)
+  iter_size: int = field(1, "Sub-batches accumulated per step (reference 1).", minimum=1)
+  keep_checkpoints: int = field(5, "Checkpoints kept.", minimum=1)
+  summary_every: int = field(10, "TensorBoard scalar period in steps (0: never).", minimum=0)
+  image_summary_every: int = field(1000, "TensorBoard prediction-grid period (0: never).",
+                                   minimum=0)
+  eval_every: int = field(0, "Validation period on --target_val (0: never).", minimum=0)
+  random_seed: int = field(1234, "Seed of weights, data order and in-step random draws "
+                           "(reference 1234).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _write_preview(writer: tf.summary.SummaryWriter, model: DomainAdaptationMode
 
 def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, dataset_fn: DatasetFn,
           model_dir: str, config: LoopConfig, *, validator: validation.Validator | None = None,
-          preview: Preview | None = None) -> TrainResult:
+          preview: Preview | None = None, images_per_step: int = 1) -> TrainResult:
   """Trains `model` to `config.num_steps_stop` steps, resuming from `model_dir` if possible.
 
   Args:
@@ -175,6 +177,7 @@ def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, datase
     config: Periods, seed, stop step.
     validator: Scores the generator every `config.eval_every` steps (chief only).
     preview: Images drawn with predictions every `config.image_summary_every` steps.
+    images_per_step: Images one global step reads (for images/s).
 
   Returns:
     The `TrainResult`.
@@ -185,23 +188,22 @@ def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, datase
   chief = is_chief(strategy)
   write_dir = model_dir if chief else tempfile.mkdtemp(prefix="tfdaseg-worker-")
   try:
-    with strategy.scope():
-      step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(step=step_variable, **model.trackables())
+    checkpoint = tf.train.Checkpoint(**model.trackables())
     manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
                                          checkpoint_name=CHECKPOINT_NAME)
     latest = tf.train.latest_checkpoint(model_dir)
     if latest:
       checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info("resumed from %s", latest)
-    start = int(step_variable.numpy())
+    start = int(model.step_counter.numpy())
     if start >= config.num_steps_stop:
       logging.info("%s is already trained to step %d (num_steps_stop %d): nothing to do",
                    model_dir, start, config.num_steps_stop)
       return TrainResult(start, start, 0.0, {})
     return _train_from(start, model=model, strategy=strategy, dataset_fn=dataset_fn,
                        model_dir=model_dir, config=config, validator=validator, preview=preview,
-                       chief=chief, step_variable=step_variable, manager=manager, latest=latest)
+                       chief=chief, manager=manager, latest=latest,
+                       images_per_step=images_per_step)
   finally:
     if not chief:
       shutil.rmtree(write_dir, ignore_errors=True)
@@ -210,8 +212,8 @@ def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, datase
 def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distribute.Strategy,
                 dataset_fn: DatasetFn, model_dir: str, config: LoopConfig,
                 validator: validation.Validator | None, preview: Preview | None, chief: bool,
-                step_variable: tf.Variable, manager: tf.train.CheckpointManager,
-                latest: str | None) -> TrainResult:
+                manager: tf.train.CheckpointManager, latest: str | None,
+                images_per_step: int) -> TrainResult:
   """The steps from `start` to `config.num_steps_stop`, checkpointing each segment."""
   stop = config.num_steps_stop
   writer = summaries.create_writer(model_dir, chief)
@@ -226,7 +228,7 @@ def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distri
   started = window_start = time.time()
   window_steps = 0
   logging.info("training steps %d..%d (%d images per step)", start, stop,
-               config.images_per_step)
+               images_per_step)
   while step < stop:
     segment_end = min((step // config.save_pred_every + 1) * config.save_pred_every, stop)
     seed = config.random_seed + step
@@ -243,7 +245,7 @@ def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distri
       if summary_due(step):
         now = time.time()
         scalars = {**logs, **rates}
-        scalars["perf/images_per_s"] = config.images_per_step * window_steps / (now - window_start)
+        scalars["perf/images_per_s"] = images_per_step * window_steps / (now - window_start)
         summaries.write_scalars(writer, step, scalars)
         window_start, window_steps = now, 0
       if image_due(step):
@@ -258,13 +260,12 @@ def _train_from(start: int, *, model: DomainAdaptationModel, strategy: tf.distri
                      best and best["miou"], best and best["step"])
       progbar.update(step - start, [(k[len("loss/"):], v) for k, v in logs.items()
                                     if k.startswith("loss/")])
-    step_variable.assign(step)
     latest = manager.save(checkpoint_number=step)
     writer.flush()
   seconds = time.time() - started
   message = (f"trained steps {start}..{step} in {seconds:.1f} s: "
              f"{seconds / (step - start):.3f} s/step, "
-             f"{config.images_per_step * (step - start) / seconds:.2f} images/s")
+             f"{images_per_step * (step - start) / seconds:.2f} images/s")
   logging.info(message)
   if chief:
     print(message, flush=True)

@@ -1,13 +1,13 @@
-"""The training model: generator, a method's discriminators, one optimiser per update, and the step.
+"""The training model: generator, a method's networks, one optimiser per trained network, the step.
 
 `train_step` follows AdaptSegNet's train_gta2cityscapes_multi.py for every method: per sub-batch,
-the generator's losses (supervised, then adaptation on target) and the discriminators' losses
-are computed with the same weights; the generator's loss is differentiated with respect to the
-generator only (the discriminators are held fixed) and each discriminator's loss with respect to
-that discriminator only (the generator's outputs are detached); gradients are summed over the
-`iter_size` sub-batches; then every optimiser applies once. The
-per-replica loss-and-gradient computation is one `tf.function` (XLA-compilable); the optimisers,
-which all-reduce across replicas, run outside it.
+the generator's losses (supervised, then adaptation) and the method networks' losses are
+computed with the same weights; the generator's loss is differentiated with respect to the
+generator only (the other networks are held fixed) and each network's loss with respect to that
+network only (the generator's outputs are detached); gradients are summed over the `iter_size`
+sub-batches; then every optimiser applies once, then the EMA networks are updated, then the
+step counter advances. The per-replica loss-and-gradient computation is one `tf.function`
+(XLA-compilable); the optimisers and EMA updates, which act across replicas, run outside it.
 """
 
 import dataclasses
@@ -17,37 +17,34 @@ import keras
 import tensorflow as tf
 
 from tfdaseg import models
-from tfdaseg.methods.base import Method, StepContext
+from tfdaseg.run_folder import checkpoint_key
+from tfdaseg.methods.base import GENERATOR, Method, NetworkContext, NetworkSpec, StepContext
 from tfdaseg.training import optimizers
 from tfdaseg.training.precision import with_loss_scaling
+from tfdaseg.utils.config_fields import field
 
 NetworkBuilder = Callable[..., keras.Model]
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-  """The reference's optimiser hyper-parameters (AdaptSegNet defaults).
+class OptimizationConfig:
+  """The generator's optimiser and the schedule every poly-decayed optimiser shares.
 
   Args:
-    learning_rate: Generator SGD base rate (2.5e-4); the heads get 10x.
-    learning_rate_d: Discriminator Adam rate (1e-4).
-    num_steps: Poly decay length (250000).
-    power: Poly power (0.9).
+    learning_rate: Generator SGD base rate (2.5e-4); the heads get the model's multiplier.
     momentum: SGD momentum (0.9).
     weight_decay: SGD L2 coefficient (5e-4).
+    power: Poly power (0.9).
+    num_steps: Poly decay length (250000).
   """
 
-  learning_rate: float = 2.5e-4
-  learning_rate_d: float = 1e-4
-  num_steps: int = 250000
-  power: float = 0.9
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-
-
-def _as_float32(outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  # Losses are computed in float32 whatever the compute policy of the models.
-  return {key: tf.cast(value, tf.float32) for key, value in outputs.items()}
+  learning_rate: float = field(2.5e-4, "Generator SGD base rate; heads 10x (reference 2.5e-4).",
+                               above=0)
+  momentum: float = field(0.9, "Generator SGD momentum (reference 0.9).", minimum=0, below=1)
+  weight_decay: float = field(0.0005, "Generator L2 weight decay, PyTorch style (reference "
+                              "0.0005).", minimum=0)
+  power: float = field(0.9, "Poly learning-rate decay power (reference 0.9).", minimum=0)
+  num_steps: int = field(250000, "Poly decay length in steps (reference 250000).", minimum=1)
 
 
 def _accumulate(total: list | None, new: Sequence) -> list:
@@ -65,6 +62,34 @@ def _apply(optimizer: keras.optimizers.Optimizer, gradients: Sequence,
     optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
 
+def _tf_variable(variable):
+  # Keras 3 variables wrap the (distributed) tf.Variable that strategy.extended.update needs.
+  return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def moving_average_update(averages: Sequence, values: Sequence, decay: tf.Tensor) -> None:
+  """average <- decay * average + (1 - decay) * value, correct under every strategy.
+
+  Runs in a replica context: the update is merged into the cross-replica context and applied
+  once per variable through `strategy.extended.update` (Model Garden ema_optimizer.py), so a
+  mirrored average stays identical on every replica.
+
+  Args:
+    averages: The averaged variables.
+    values: The variables averaged, in the same order.
+    decay: float32 scalar.
+  """
+  def apply(average, value):
+    return average.assign_sub(tf.cast(1.0 - decay, average.dtype) * (average - value))
+
+  def update(strategy, pairs):
+    for average, value in pairs:
+      strategy.extended.update(average, apply, args=(value,))
+
+  pairs = [(_tf_variable(a), _tf_variable(v)) for a, v in zip(averages, values)]
+  tf.distribute.get_replica_context().merge_call(update, args=(pairs,))
+
+
 class DomainAdaptationModel(keras.Model):
   """Trains a generator with a method's objective.
 
@@ -72,97 +97,136 @@ class DomainAdaptationModel(keras.Model):
   there too, then run `train_step` through `strategy.run` (`tfdaseg.training.loop`).
 
   Args:
-    generator: The segmentation network (output dict: "logits", "aux_logits", ...).
+    generator: The segmentation network (output dict, `tfdaseg.models.outputs`).
     method: The objective.
-    discriminators: Name -> network, as declared by `method.discriminators()`.
+    networks: Name -> network, as declared by `method.networks()`.
     generator_optimizer: Optimiser of the generator.
-    discriminator_optimizers: Name -> optimiser of each discriminator.
+    network_optimizers: Name -> optimiser of each network whose spec has one.
     num_classes: Classes the generator predicts.
     jit_compile: Compile the per-replica loss-and-gradient computation with XLA.
+    random_seed: Base of the per-step stateless seeds (`StepContext.seed`).
     **kwargs: Base `keras.Model` arguments.
   """
 
   def __init__(self, generator: keras.Model, method: Method,
-               discriminators: Mapping[str, keras.Model],
+               networks: Mapping[str, keras.Model],
                generator_optimizer: keras.optimizers.Optimizer,
-               discriminator_optimizers: Mapping[str, keras.optimizers.Optimizer],
-               num_classes: int, jit_compile: bool = False, **kwargs):
+               network_optimizers: Mapping[str, keras.optimizers.Optimizer],
+               num_classes: int, jit_compile: bool = False, random_seed: int = 0, **kwargs):
     super().__init__(**kwargs)
-    if set(discriminators) != set(discriminator_optimizers):
-      raise ValueError("every discriminator needs exactly one optimiser")
+    specs = method.networks()
+    if set(networks) != set(specs):
+      raise ValueError(f"networks {sorted(networks)} are not the method's {sorted(specs)}")
+    trained = {name for name, spec in specs.items() if spec.optimizer is not None}
+    if set(network_optimizers) != trained:
+      raise ValueError("every network with an OptimizerSpec needs exactly one optimiser")
     self.generator = generator
     self.method = method
-    self.discriminators = dict(discriminators)
+    self.specs: dict[str, NetworkSpec] = specs
+    self.networks = dict(networks)
     self.generator_optimizer = generator_optimizer
-    self.discriminator_optimizers = dict(discriminator_optimizers)
+    self.network_optimizers = dict(network_optimizers)
     self.num_classes = num_classes
     self.jit_compile_step = jit_compile
+    self.random_seed = int(random_seed)
+    # The number of steps done; checkpointed, so a resumed run continues ramps and seeds.
+    self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
 
   def call(self, images, training=False):
     return self.generator(images, training=training)
 
+  def all_networks(self) -> dict[str, keras.Model]:
+    """"generator" and the method's networks, by name."""
+    return {GENERATOR: self.generator, **self.networks}
+
   def build_optimizers(self) -> None:
     """Creates every optimiser's variables (call inside the strategy's scope, before training)."""
     self.generator_optimizer.build(self.generator.trainable_variables)
-    for name, optimizer in self.discriminator_optimizers.items():
-      optimizer.build(self.discriminators[name].trainable_variables)
+    for name, optimizer in self.network_optimizers.items():
+      optimizer.build(self.networks[name].trainable_variables)
 
   def trackables(self) -> dict:
-    """The objects a checkpoint holds; the generator under the name "generator"."""
-    objects = {"generator": self.generator, "generator_optimizer": self.generator_optimizer}
-    for name, network in self.discriminators.items():
-      objects[f"discriminator_{name}"] = network
-      objects[f"discriminator_optimizer_{name}"] = self.discriminator_optimizers[name]
+    """The objects a checkpoint holds; the generator under "generator", the step under "step"."""
+    objects = {"generator": self.generator, "generator_optimizer": self.generator_optimizer,
+               "step": self.step_counter}
+    for name, network in self.networks.items():
+      if self.specs[name].checkpointed:
+        objects[checkpoint_key(name)] = network
+    for name, optimizer in self.network_optimizers.items():
+      objects[f"network_optimizer_{name}"] = optimizer
     return objects
 
   def learning_rates(self) -> dict[str, tf.Tensor]:
-    """Current learning rates: generator backbone, generator heads (10x) and each discriminator."""
+    """Current learning rates: generator backbone, generator heads and each trained network."""
     base = self.generator_optimizer.learning_rate
     rates = {"lr/generator": base}
     multipliers = set(getattr(self.generator_optimizer, "lr_multipliers", {}).values())
     inner = getattr(self.generator_optimizer, "inner_optimizer", None)
     multipliers |= set(getattr(inner, "lr_multipliers", {}).values())
-    for multiplier in sorted(multipliers):
+    for multiplier in sorted(multipliers - {1.0}):
       rates[f"lr/generator_x{multiplier:g}"] = base * multiplier
-    for name, optimizer in self.discriminator_optimizers.items():
-      rates[f"lr/discriminator_{name}"] = optimizer.learning_rate
+    for name, optimizer in self.network_optimizers.items():
+      rates[f"lr/{name}"] = optimizer.learning_rate
     return rates
 
-  def _compute_gradients(self, batch: Mapping[str, Mapping[str, tf.Tensor]], scale: float):
+  def step_seed(self, sub_batch: int) -> tf.Tensor:
+    """The stateless seed of this step, sub-batch and replica (int32 [2])."""
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    seed = tf.constant([self.random_seed, 0], tf.int32)
+    for data in (tf.cast(self.step_counter, tf.int32), sub_batch, replica):
+      seed = tf.random.experimental.stateless_fold_in(seed, data)
+    return seed
+
+  def _compute_gradients(self, batch: Mapping[str, Mapping[str, tf.Tensor]], scale: float,
+                         step: tf.Tensor, seed: tf.Tensor):
     """Losses and gradients of one sub-batch on one replica (the XLA-compilable core).
 
     Args:
       batch: Stream name -> pipeline batch.
       scale: 1 / (replicas * sub-batches): per-replica gradients are summed across replicas
         and sub-batches, so each loss is scaled inside the tape.
+      step: int64 scalar, the step being computed.
+      seed: int32 [2] stateless seed.
 
     Returns:
-      (generator gradients, {name: discriminator gradients}, {log name: unscaled scalar}).
+      (generator gradients, {name: network gradients}, {log name: unscaled scalar}).
     """
     with tf.GradientTape(persistent=True) as tape:
-      outputs = {stream: _as_float32(self.generator(batch[stream]["image"], training=True))
-                 for stream in self.method.streams}
-      ctx = StepContext(batch, outputs, self.discriminators, self.num_classes)
+      ctx = StepContext(batch, self.all_networks(), self.num_classes, step, seed)
       generator_objective = self.method.generator_objective(ctx)
-      discriminator_objectives = self.method.discriminator_objectives(ctx)
+      network_objectives = self.method.network_objectives(ctx)
       generator_loss = self.generator_optimizer.scale_loss(generator_objective.total() * scale)
-      discriminator_losses = {
-          name: self.discriminator_optimizers[name].scale_loss(objective.total() * scale)
-          for name, objective in discriminator_objectives.items()}
+      network_losses = {
+          name: self.network_optimizers[name].scale_loss(objective.total() * scale)
+          for name, objective in network_objectives.items()}
     generator_gradients = tape.gradient(generator_loss, self.generator.trainable_variables)
-    discriminator_gradients = {
-        name: tape.gradient(loss, self.discriminators[name].trainable_variables)
-        for name, loss in discriminator_losses.items()}
+    network_gradients = {
+        name: tape.gradient(loss, self.networks[name].trainable_variables)
+        for name, loss in network_losses.items()}
     del tape
     logs = {"loss/generator_total": generator_objective.total()}
-    for objective in (generator_objective, *discriminator_objectives.values()):
+    for objective in (generator_objective, *network_objectives.values()):
       logs.update({f"loss/{name}": value for name, (_, value) in objective.losses.items()})
       logs.update({f"metric/{name}": value for name, value in objective.metrics.items()})
-    return generator_gradients, discriminator_gradients, logs
+    return generator_gradients, network_gradients, logs
+
+  def _update_averages(self) -> None:
+    networks = self.all_networks()
+    for name, spec in self.specs.items():
+      if spec.ema is None:
+        continue
+      teacher, student = networks[name], networks[spec.ema.of]
+      averages, values = teacher.trainable_variables, student.trainable_variables
+      if spec.ema.include_non_trainable:
+        averages = averages + teacher.non_trainable_variables
+        values = values + student.non_trainable_variables
+      moving_average_update(averages, values, spec.ema.decay(self.step_counter))
 
   def train_step(self, batches):
-    """One global step on this replica: `iter_size` sub-batches, then every optimiser applies.
+    """One global step on this replica: `iter_size` sub-batches, then every optimiser applies,
+    then the moving averages, then the step counter.
 
     Args:
       batches: A sequence of `iter_size` batches (each stream name -> pipeline batch), or one.
@@ -174,26 +238,30 @@ class DomainAdaptationModel(keras.Model):
       batches = (batches,)
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     scale = 1.0 / (replicas * len(batches))
-    generator_gradients, discriminator_gradients, logs = None, {}, []
-    for batch in batches:
-      step_generator, step_discriminators, step_logs = self._gradients(batch, scale)
+    generator_gradients, network_gradients, logs = None, {}, []
+    step = tf.identity(self.step_counter)
+    for index, batch in enumerate(batches):
+      step_generator, step_networks, step_logs = self._gradients(
+          batch, scale, step, self.step_seed(index))
       generator_gradients = _accumulate(generator_gradients, step_generator)
-      for name, gradients in step_discriminators.items():
-        discriminator_gradients[name] = _accumulate(discriminator_gradients.get(name), gradients)
+      for name, gradients in step_networks.items():
+        network_gradients[name] = _accumulate(network_gradients.get(name), gradients)
       logs.append(step_logs)
     _apply(self.generator_optimizer, generator_gradients, self.generator.trainable_variables)
-    for name, gradients in discriminator_gradients.items():
-      _apply(self.discriminator_optimizers[name], gradients,
-             self.discriminators[name].trainable_variables)
+    for name, gradients in network_gradients.items():
+      _apply(self.network_optimizers[name], gradients, self.networks[name].trainable_variables)
+    self._update_averages()
+    self.step_counter.assign_add(1)
     return {key: tf.add_n([step[key] for step in logs]) / len(logs) for key in logs[0]}
 
 
-def build_discriminators(method: Method, generator: keras.Model,
-                         builder: NetworkBuilder) -> dict[str, keras.Model]:
-  """Builds the method's discriminators, sized to the generator outputs they read.
+def build_networks(method: Method, generator: keras.Model, num_classes: int,
+                   builder: NetworkBuilder = models.build) -> dict[str, keras.Model]:
+  """Builds the method's networks (call inside the strategy's scope).
 
   Raises:
-    ValueError: when the generator lacks an output the method needs.
+    ValueError: when the generator lacks an output the method needs, or an EMA network's
+      variables do not match those of the network it averages.
   """
   available = set(generator.output)
   missing = sorted(method.required_outputs() - available)
@@ -202,14 +270,22 @@ def build_discriminators(method: Method, generator: keras.Model,
                      f"generator {generator.name!r} has {sorted(available)} (aux_logits comes "
                      "from a multi-level model such as deeplab_v2_resnet101_multi; with a "
                      "single-level model use --levels=single and --lambda_seg=0)")
-  return {name: builder(spec.model, num_channels=int(generator.output[spec.reads].shape[-1]),
-                        **dict(spec.options))
-          for name, spec in method.discriminators().items()}
+  context = NetworkContext(generator, num_classes, builder)
+  networks = {name: spec.build(context) for name, spec in method.networks().items()}
+  everything = {GENERATOR: generator, **networks}
+  for name, spec in method.networks().items():
+    if spec.ema is not None:
+      shapes = [[tuple(v.shape) for v in net.trainable_variables]
+                for net in (networks[name], everything[spec.ema.of])]
+      if shapes[0] != shapes[1]:
+        raise ValueError(f"network {name!r} averages {spec.ema.of!r} but their variables differ")
+  return networks
 
 
 def build_training_model(generator: keras.Model, method: Method, *, num_classes: int,
-                         head_variables: Sequence, config: OptimizerConfig,
-                         precision: str = "none", jit_compile: bool = False,
+                         head_variables: Sequence, config: OptimizationConfig,
+                         head_lr_multiplier: float = 10.0, precision: str = "none",
+                         jit_compile: bool = False, random_seed: int = 0,
                          network_builder: NetworkBuilder = models.build) -> DomainAdaptationModel:
   """Assembles a `DomainAdaptationModel` with the reference's optimisers; call inside the scope.
 
@@ -217,26 +293,28 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
     generator: The segmentation network.
     method: The objective.
     num_classes: Classes the generator predicts.
-    head_variables: The generator's head variables (trained at 10x the base rate).
-    config: Optimiser hyper-parameters.
+    head_variables: The generator's head variables (trained at `head_lr_multiplier` x the
+      base rate).
+    config: The generator's optimiser and the shared schedule.
+    head_lr_multiplier: The heads' learning-rate factor (the reference's 10x param group).
     precision: The `--mixed_precision` value (float16 gets loss scaling).
     jit_compile: XLA for the loss-and-gradient core.
-    network_builder: (registry name, **options) -> discriminator.
+    random_seed: Base of the per-step stateless seeds.
+    network_builder: (registry name, **options) -> network, for the method's networks.
 
   Returns:
     The model, with optimisers built.
   """
-  discriminators = build_discriminators(method, generator, network_builder)
+  networks = build_networks(method, generator, num_classes, network_builder)
   generator_optimizer = with_loss_scaling(optimizers.generator_optimizer(
       config.learning_rate, config.num_steps, config.power, config.momentum,
-      config.weight_decay, head_variables), precision)
-  discriminator_optimizers = {
-      name: with_loss_scaling(optimizers.discriminator_optimizer(
-          config.learning_rate_d, config.num_steps, config.power,
-          name=f"discriminator_adam_{name}"), precision)
-      for name in discriminators}
-  model = DomainAdaptationModel(generator, method, discriminators, generator_optimizer,
-                                discriminator_optimizers, num_classes=num_classes,
-                                jit_compile=jit_compile)
+      config.weight_decay, head_variables, head_lr_multiplier), precision)
+  network_optimizers = {
+      name: with_loss_scaling(optimizers.network_optimizer(
+          spec.optimizer, config.num_steps, config.power, name=f"{name}_optimizer"), precision)
+      for name, spec in method.networks().items() if spec.optimizer is not None}
+  model = DomainAdaptationModel(generator, method, networks, generator_optimizer,
+                                network_optimizers, num_classes=num_classes,
+                                jit_compile=jit_compile, random_seed=random_seed)
   model.build_optimizers()
   return model

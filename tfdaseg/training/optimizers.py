@@ -1,4 +1,5 @@
-"""The reference's optimisers: PyTorch-semantics SGD for the generator, Adam for discriminators.
+"""The reference's optimisers: PyTorch-semantics SGD for the generator, Adam for discriminators,
+and the registry a method network's `OptimizerSpec` names.
 
 Keras' SGD folds the learning rate into its velocity and its `weight_decay` is decoupled; the
 reference uses torch.optim.SGD, whose L2 term is added to the gradient before momentum and whose
@@ -12,6 +13,7 @@ from typing import Mapping, Sequence
 import keras
 from keras import ops
 
+from tfdaseg.registry import Registry
 from tfdaseg.training.schedules import PolyDecay
 
 # torch.optim.Adam's default epsilon; Keras' default is 1e-7.
@@ -106,18 +108,43 @@ def generator_optimizer(learning_rate: float, num_steps: int, power: float, mome
                   name="generator_sgd")
 
 
-def discriminator_optimizer(learning_rate: float, num_steps: int, power: float,
-                            name: str) -> keras.optimizers.Adam:
-  """The reference's discriminator optimiser: poly-decayed Adam, betas (0.9, 0.99).
+def adam(learning_rate, name: str, beta_1: float = 0.9, beta_2: float = 0.999
+         ) -> keras.optimizers.Adam:
+  """torch.optim.Adam (epsilon 1e-8); the reference's discriminators use betas (0.9, 0.99)."""
+  return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2,
+                               epsilon=TORCH_ADAM_EPSILON, name=name)
+
+
+def sgd(learning_rate, name: str, momentum: float = 0.9, weight_decay: float = 0.0) -> TorchSGD:
+  """torch.optim.SGD with coupled L2 decay."""
+  return TorchSGD(learning_rate, momentum=momentum, l2_weight_decay=weight_decay, name=name)
+
+
+# `OptimizerSpec.name` -> (learning rate or schedule, name, **options) -> optimiser.
+OPTIMIZERS: Registry = Registry("optimizer")
+OPTIMIZERS.register("adam")(adam)
+OPTIMIZERS.register("sgd")(sgd)
+SCHEDULES = ("poly", "constant")
+
+
+def network_optimizer(spec, num_steps: int, power: float,
+                      name: str) -> keras.optimizers.Optimizer:
+  """The optimiser a method network's `OptimizerSpec` asks for.
 
   Args:
-    learning_rate: Base learning rate (reference 1e-4).
-    num_steps: Steps over which the rate decays to 0.
-    power: Poly power.
+    spec: A `tfdaseg.methods.OptimizerSpec`.
+    num_steps: The run's poly decay length.
+    power: The run's poly power.
     name: Optimiser name.
 
   Returns:
     The optimiser (not built).
+
+  Raises:
+    KeyError: for an unknown optimiser. ValueError: for an unknown schedule.
   """
-  return keras.optimizers.Adam(PolyDecay(learning_rate, num_steps, power), beta_1=0.9,
-                               beta_2=0.99, epsilon=TORCH_ADAM_EPSILON, name=name)
+  if spec.schedule not in SCHEDULES:
+    raise ValueError(f"unknown schedule {spec.schedule!r}; known: {', '.join(SCHEDULES)}")
+  rate = (PolyDecay(spec.learning_rate, num_steps, power) if spec.schedule == "poly"
+          else spec.learning_rate)
+  return OPTIMIZERS.get(spec.name)(rate, name=name, **dict(spec.options))

@@ -9,8 +9,8 @@ from absl import logging
 from tfdaseg import models
 from tfdaseg.training import inputs, loop
 from tfdaseg.run_folder import list_checkpoints, write_generator_spec
-from tfdaseg.training.config import ConfigError, TrainConfig, validate
-from tfdaseg.training.model import OptimizerConfig, build_training_model
+from tfdaseg.training.config import ConfigError, ModelConfig, TrainConfig, validate
+from tfdaseg.training.model import build_training_model
 from tfdaseg.training.precision import set_precision
 from tfdaseg.training.strategies import build_strategy, is_chief, resolve_xla
 from tfdaseg.training.validation import Validator
@@ -44,7 +44,7 @@ def restore_generator_weights(generator: keras.Model, path: str) -> None:
   logging.info("generator weights restored from %s", path)
 
 
-def initialise_generator(generator: keras.Model, config: TrainConfig) -> None:
+def initialise_generator(generator: keras.Model, config: ModelConfig) -> None:
   """Applies --init_weights (ImageNet backbone) or --restore_from (whole generator)."""
   if config.restore_from:
     restore_generator_weights(generator, config.restore_from)
@@ -67,51 +67,51 @@ def run(config: TrainConfig) -> loop.TrainResult:
   """
   validate(config)
   done = finished_step(config.model_dir)
-  if done >= config.num_steps_stop:
+  if done >= config.loop.num_steps_stop:
     logging.info("%s already holds step %d (num_steps_stop %d): nothing to do", config.model_dir,
-                 done, config.num_steps_stop)
+                 done, config.loop.num_steps_stop)
     return loop.TrainResult(done, done, 0.0, {})
-  set_precision(config.mixed_precision)
-  keras.utils.set_random_seed(config.random_seed)
-  if config.deterministic:
+  runtime = config.runtime
+  set_precision(runtime.mixed_precision)
+  keras.utils.set_random_seed(config.loop.random_seed)
+  if runtime.deterministic:
     tf.config.experimental.enable_op_determinism()
-  strategy = build_strategy(config.strategy)
+  strategy = build_strategy(runtime.strategy)
   replicas = strategy.num_replicas_in_sync
-  if config.batch_size % replicas:
-    raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {replicas} "
-                      f"replicas of --strategy={config.strategy}")
+  for stream in config.streams.values():
+    if stream.batch_size % replicas:
+      raise ConfigError(f"the {stream.name} stream's batch of {stream.batch_size} is not "
+                        f"divisible by the {replicas} replicas of --strategy={runtime.strategy}")
   method = config.build_method()
-  streams = inputs.training_streams(config, method)
+  inputs.check_streams(config.streams)
   validator = None
-  if config.eval_every:
-    validator = Validator(inputs.validation_dataset_fn(config), config.target_classes,
-                          config.model_class_set)
+  if config.loop.eval_every:
+    validator = Validator(
+        inputs.validation_dataset_fn(config.data.target_val, config.target_classes,
+                                     config.target_size),
+        config.target_classes, config.model_class_set)
   with strategy.scope():
     try:
-      generator = models.build(config.model, **config.generator_options())
-      initialise_generator(generator, config)
+      generator = models.build(config.model.model, **config.generator_options())
+      initialise_generator(generator, config.model)
       model = build_training_model(
           generator, method, num_classes=config.model_class_set.num_classes,
           head_variables=models.split_head_variables(generator)[1],
-          config=OptimizerConfig(config.learning_rate, config.learning_rate_d, config.num_steps,
-                                 config.power, config.momentum, config.weight_decay),
-          precision=config.mixed_precision, jit_compile=resolve_xla(config.xla, strategy))
+          config=config.optimization, precision=runtime.mixed_precision,
+          jit_compile=resolve_xla(runtime.xla, strategy), random_seed=config.loop.random_seed)
     except (TypeError, ValueError) as e:
       # Model options, initial weights or the method's needs that do not fit the model.
-      raise ConfigError(f"--model={config.model}: {e}") from None
+      raise ConfigError(f"--model={config.model.model}: {e}") from None
   if is_chief(strategy):
-    write_generator_spec(config.model_dir, generator, config.class_set, config.target_size)
-  dataset_fn = inputs.training_dataset_fn(streams, config.batch_size)
+    write_generator_spec(config.model_dir, generator, config.data.class_set, config.target_size,
+                         inference_network=method.inference_network)
+  dataset_fn = inputs.training_dataset_fn(config.streams)
   preview = None
-  if config.image_summary_every:
-    preview = inputs.preview(dataset_fn, config.model_class_set.palette, config.random_seed)
-  logging.info("%s with %s on %d replica(s), xla=%s, precision=%s, model_dir=%s", config.method,
-               config.model, replicas, model.jit_compile_step, config.mixed_precision,
-               os.path.abspath(config.model_dir))
-  return loop.train(model, strategy, dataset_fn, config.model_dir, loop.LoopConfig(
-      num_steps_stop=config.num_steps_stop, save_pred_every=config.save_pred_every,
-      iter_size=config.iter_size, keep_checkpoints=config.keep_checkpoints,
-      summary_every=config.summary_every, image_summary_every=config.image_summary_every,
-      eval_every=config.eval_every, random_seed=config.random_seed,
-      images_per_step=config.batch_size * config.iter_size * len(streams)),
-      validator=validator, preview=preview)
+  if config.loop.image_summary_every:
+    preview = inputs.preview(dataset_fn, config.model_class_set.palette, config.loop.random_seed)
+  logging.info("%s with %s on %d replica(s), xla=%s, precision=%s, model_dir=%s",
+               config.method_name, config.model.model, replicas, model.jit_compile_step,
+               runtime.mixed_precision, os.path.abspath(config.model_dir))
+  images_per_step = config.loop.iter_size * sum(s.batch_size for s in config.streams.values())
+  return loop.train(model, strategy, dataset_fn, config.model_dir, config.loop,
+                    validator=validator, preview=preview, images_per_step=images_per_step)
