@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tfdaseg import methods, models
 from tfdaseg.training import loop
-from tfdaseg.training.model import OptimizerConfig, build_training_model
+from tfdaseg.training.model import OptimizationConfig, build_training_model
 from tfdaseg.training.precision import set_precision
 
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
@@ -85,10 +85,10 @@ def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -
   strategy = _strategy(replicas)
   with strategy.scope():
     generator = models.build(MODEL, num_classes=NUM_CLASSES)
-    method = methods.build("adaptsegnet", methods.MethodConfig(num_classes=NUM_CLASSES))
+    method = methods.build("adaptsegnet", num_classes=NUM_CLASSES)
     model = build_training_model(generator, method, num_classes=NUM_CLASSES,
                                  head_variables=models.split_head_variables(generator)[1],
-                                 config=OptimizerConfig(), precision=PRECISIONS[precision],
+                                 config=OptimizationConfig(), precision=PRECISIONS[precision],
                                  jit_compile=xla)
   step_fn = loop.distributed_step(model, strategy, iter_size=1)
   iterator = iter(strategy.experimental_distribute_dataset(_batches(width, height, replicas)))

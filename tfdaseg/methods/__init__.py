@@ -1,14 +1,18 @@
 """Training objectives by name: `tfdaseg.methods.build(name, num_classes=..., **hyper_parameters)`.
 
-One module per method plus its name in the import line below (the registry line): importing
-this package registers them all. Methods outside the package register the same way from the
+One module per method plus its import line below (the registry line): importing this package
+registers them all. Methods outside the package register the same way from the
 modules named in the environment variable `TFDASEG_PLUGINS` (comma-separated, importable).
 """
 
 import importlib
 import os
 
-from tfdaseg.methods import adaptsegnet, advent, source_only, target_only  # noqa: F401
+# The registry lines: one per method module.
+from tfdaseg.methods import adaptsegnet  # noqa: F401
+from tfdaseg.methods import advent  # noqa: F401
+from tfdaseg.methods import source_only  # noqa: F401
+from tfdaseg.methods import target_only  # noqa: F401
 from tfdaseg.methods.base import (GENERATOR, SOURCE, TARGET, EmaSpec, Method,  # noqa: F401
                                   MethodConfig, NetworkContext, NetworkSpec, Objective,
                                   OptimizerSpec, StepContext, StreamSpec, discriminator,

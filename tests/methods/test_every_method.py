@@ -1,0 +1,28 @@
+"""Every registered method passes the shared method test (tests/helpers/methods.py)."""
+
+import pytest
+
+from tests.helpers.methods import run_method_test
+from tfdaseg import methods
+
+# case -> (method, hyper-parameters); every registered method needs at least one row.
+CASES = {
+    "source_only": ("source_only", {}),
+    "target_only": ("target_only", {}),
+    "adaptsegnet_multi": ("adaptsegnet", {}),
+    "adaptsegnet_feature_single": ("adaptsegnet", {"adapt_space": "feature", "levels": "single",
+                                                   "lambda_seg": 0.0}),
+    "advent_both": ("advent", {"advent_mode": "both"}),
+}
+
+
+def test_every_registered_method_is_covered():
+  covered = {method for method, _ in CASES.values()}
+  assert set(methods.METHODS.names()) <= covered, (
+      f"add a row to CASES for {sorted(set(methods.METHODS.names()) - covered)}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_method(case, tmp_path):
+  name, options = CASES[case]
+  run_method_test(name, str(tmp_path), **options)
