@@ -6,10 +6,16 @@ architectures (model/deeplab_multi.py, deeplab.py, deeplab_vgg.py, discriminator
 quirks: max pooling with ceil_mode=True, the stride on the bottleneck's first 1x1 conv, and the
 classifier that returns inside its loop (only rates 6 and 12 summed). For each fixture it saves the
 state dict and input (tiny models) or only the seeds (full-size models: weights and input from
-`torch_parity_weights`), and the eval-mode outputs (NHWC).
+`torch_parity_weights`), and the eval-mode outputs (NHWC). Besides:
+  * train-mode fixtures: one forward of a tiny model in train mode, as the reference trains
+    (`model.train()`), and every BatchNorm's running statistics after it;
+  * DeepLab initialisation fixtures: a tiny checkpoint in the key layout of the DeepLab-v2 init
+    files (AdaptSegNet's DeepLab_resnet_pretrained_init-f81d91e8.pth, ADVENT's
+    DeepLab_resnet_pretrained_imagenet.pth), and its backbone's eval-mode features.
 
-Usage:
-  /tmp/torchvenv/bin/python -m tools.make_torch_parity_fixtures \
+Usage (all fixtures are rewritten; the `.pth` files differ bytewise from run to run, their
+tensors do not):
+  /work/torchvenv/bin/python -m tools.make_torch_parity_fixtures \
       --output_dir=tests/fixtures/torch_parity
 """
 
@@ -235,13 +241,9 @@ def _tensor_fixture(output_dir):
   np.savez_compressed(os.path.join(output_dir, "tensors.npz"), **expected)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--output_dir", default="tests/fixtures/torch_parity")
-  args = parser.parse_args()
-  os.makedirs(args.output_dir, exist_ok=True)
-  torch.manual_seed(0)
-  manifest = {"torch_version": torch.__version__, "fixtures": {}}
+def _model_fixtures(output_dir):
+  """Writes the `FIXTURES`; returns their manifest entries."""
+  entries = {}
   for name, (architecture, options, shape, seed, storage) in FIXTURES.items():
     model = _fill(_model(architecture, options), seed)
     input_kind = "probabilities" if architecture.endswith("discriminator") else "image"
@@ -251,15 +253,87 @@ def main():
       outputs = {k: v for k, v in outputs.items() if k in FULL_OUTPUTS}
     else:
       outputs["input"] = image
-    np.savez_compressed(os.path.join(args.output_dir, f"{name}.npz"), **outputs)
-    manifest["fixtures"][name] = {
+    np.savez_compressed(os.path.join(output_dir, f"{name}.npz"), **outputs)
+    entries[name] = {
         "architecture": architecture, "options": options, "seed": seed,
         "input": {"shape": list(shape), "seed": 100 + seed, "kind": input_kind},
         "checkpoints": [] if storage == "seed" else _save_checkpoints(name, model, storage,
-                                                                     args.output_dir),
+                                                                     output_dir),
         "outputs": f"{name}.npz", "output_keys": sorted(set(outputs) - {"input"}),
     }
     print(name, {k: v.shape for k, v in outputs.items()})
+  return entries
+
+
+# name -> (the `FIXTURES` entry whose weights it starts from, input NHWC shape, input seed).
+TRAIN_MODE_FIXTURES = {"resnet_multi_tiny_train": ("resnet_multi_tiny", (2, 41, 33, 3), 120)}
+RUNNING_STATISTICS = (".running_mean", ".running_var")
+
+
+def _train_mode_fixtures(output_dir):
+  """One forward in train mode: batch statistics normalise, running statistics are updated (the
+  reference's BatchNorm affine parameters have requires_grad=False, which does not change the
+  forward). Saves the outputs and the running statistics after it; returns the manifest entries."""
+  entries = {}
+  for name, (base, shape, input_seed) in TRAIN_MODE_FIXTURES.items():
+    architecture, options, _, seed, _ = FIXTURES[base]
+    model = _fill(_model(architecture, options), seed).train()
+    image = deterministic_input(shape, input_seed, "image")
+    outputs = _run(model, image)
+    statistics = {f"state/{k}": v.numpy() for k, v in model.state_dict().items()
+                  if k.endswith(RUNNING_STATISTICS)}
+    np.savez_compressed(os.path.join(output_dir, f"{name}.npz"), **outputs, **statistics)
+    entries[name] = {
+        "architecture": architecture, "options": options, "weights": f"{base}.pth",
+        "input": {"shape": list(shape), "seed": input_seed, "kind": "image"},
+        "outputs": f"{name}.npz", "output_keys": sorted(outputs),
+    }
+    print(name, {k: v.shape for k, v in outputs.items()}, len(statistics), "statistics")
+  return entries
+
+
+# The DeepLab-v2 init files: one classifier `layer5` on layer4 with the 21 classes of PASCAL VOC
+# (the COCO init's prototxt), every key prefixed "Scale.", PyTorch-0.3-era legacy format without
+# `num_batches_tracked`. name -> (model options, input NHWC shape, seed).
+DEEPLAB_INIT_CLASSES = 21
+DEEPLAB_INIT_FIXTURES = {
+    "deeplab_init_tiny": ({"blocks": [1, 1, 1, 1], "base_width": 2}, (1, 41, 33, 3), 30),
+}
+BACKBONE_OUTPUTS = ("features", "aux_features")
+
+
+def _deeplab_init_fixtures(output_dir):
+  """Writes the `DEEPLAB_INIT_FIXTURES`; returns their manifest entries."""
+  entries = {}
+  for name, (options, shape, seed) in DEEPLAB_INIT_FIXTURES.items():
+    model = _fill(DeepLabResNet(options["blocks"], options["base_width"], DEEPLAB_INIT_CLASSES,
+                                "full", multi_level=False), seed)
+    state = {f"Scale.{k}": v for k, v in model.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    torch.save(state, os.path.join(output_dir, f"{name}.pth"),
+               _use_new_zipfile_serialization=False)
+    image = deterministic_input(shape, 100 + seed, "image")
+    outputs = {k: v for k, v in _run(model, image).items() if k in BACKBONE_OUTPUTS}
+    np.savez_compressed(os.path.join(output_dir, f"{name}.npz"), **outputs)
+    entries[name] = {
+        "options": options, "head_classes": DEEPLAB_INIT_CLASSES, "checkpoint": f"{name}.pth",
+        "input": {"shape": list(shape), "seed": 100 + seed, "kind": "image"},
+        "outputs": f"{name}.npz", "output_keys": sorted(outputs),
+    }
+    print(name, {k: v.shape for k, v in outputs.items()})
+  return entries
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--output_dir", default="tests/fixtures/torch_parity")
+  args = parser.parse_args()
+  os.makedirs(args.output_dir, exist_ok=True)
+  torch.manual_seed(0)
+  manifest = {"torch_version": torch.__version__,
+              "fixtures": _model_fixtures(args.output_dir),
+              "train_mode": _train_mode_fixtures(args.output_dir),
+              "deeplab_init": _deeplab_init_fixtures(args.output_dir)}
   _tensor_fixture(args.output_dir)
   with open(os.path.join(args.output_dir, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2, sort_keys=True)

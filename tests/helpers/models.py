@@ -18,7 +18,7 @@ TINY_GENERATOR_OPTIONS = {
 
 def tiny_generator(name: str = "deeplab_v2_resnet101_multi", num_classes: int = 3,
                    **options) -> keras.Model:
-  """Builds a tiny from-scratch generator (trainable BatchNorm unless `freeze_bn` is given).
+  """Builds a tiny from-scratch generator (trainable BatchNorm unless `bn_mode` is given).
 
   Args:
     name: A registered generator name.
@@ -28,7 +28,7 @@ def tiny_generator(name: str = "deeplab_v2_resnet101_multi", num_classes: int = 
   Returns:
     The generator.
   """
-  kwargs = {"num_classes": num_classes, "freeze_bn": False, **TINY_GENERATOR_OPTIONS[name],
+  kwargs = {"num_classes": num_classes, "bn_mode": "train", **TINY_GENERATOR_OPTIONS[name],
             **options}
   return tfdaseg.models.build(name, **kwargs)
 

@@ -23,13 +23,14 @@ def _restored_copy_matches(model: keras.Model, fresh: keras.Model, tmp_path) -> 
     np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=saved.path)
 
 
+@pytest.mark.parametrize("bn_mode", ["train", "reference"])
 @pytest.mark.parametrize("name", sorted(TINY_GENERATOR_OPTIONS))
-def test_generator_checkpoint_holds_every_weight(name, tmp_path):
+def test_generator_checkpoint_holds_every_weight(name, bn_mode, tmp_path):
   keras.utils.set_random_seed(0)
-  model = tiny_generator(name, aspp_compat="full")
+  model = tiny_generator(name, aspp_compat="full", bn_mode=bn_mode)
   model(random_image(33, 33))
   keras.utils.set_random_seed(1)
-  fresh = tiny_generator(name, aspp_compat="full")
+  fresh = tiny_generator(name, aspp_compat="full", bn_mode=bn_mode)
   fresh(random_image(33, 33))
   _restored_copy_matches(model, fresh, tmp_path)
 

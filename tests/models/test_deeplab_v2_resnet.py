@@ -1,4 +1,5 @@
-"""DeepLab-v2 ResNet generators: shapes, BatchNorm freezing, head variables, saving, precision."""
+"""DeepLab-v2 ResNet generators: shapes, head variables, saving, precision (BatchNorm modes:
+test_batch_norm.py)."""
 
 import keras
 import numpy as np
@@ -49,22 +50,8 @@ def test_resnet101_depth_and_width():
   assert model.get_layer("layer2_0_conv2").strides == (1, 1)
 
 
-def test_frozen_batch_norm_ignores_training_flag():
-  x = model_helpers.random_image(33, 41, batch=2)
-  frozen = model_helpers.tiny_generator(freeze_bn=True)
-  model_helpers.randomise_batch_norm(frozen)
-  model_helpers.assert_outputs_close(frozen(x, training=True), frozen(x, training=False))
-  assert not any("gamma" in v.path or "moving" in v.path for v in frozen.trainable_variables)
-
-  trainable = model_helpers.tiny_generator(freeze_bn=False)
-  model_helpers.randomise_batch_norm(trainable)
-  train_out = trainable(x, training=True)["logits"]
-  eval_out = trainable(x, training=False)["logits"]
-  assert not np.allclose(train_out, eval_out, rtol=1e-3)
-
-
 def test_split_head_variables_partitions_trainable_variables():
-  model = model_helpers.tiny_generator(freeze_bn=True, aspp_compat="adaptsegnet")
+  model = model_helpers.tiny_generator(bn_mode="frozen", aspp_compat="adaptsegnet")
   backbone, head = tfdaseg.models.split_head_variables(model)
   assert {id(v) for v in backbone}.isdisjoint(id(v) for v in head)
   assert len(backbone) + len(head) == len(model.trainable_variables)
@@ -82,7 +69,7 @@ def test_split_head_variables_needs_a_head():
 
 
 def test_keras_file_round_trip(tmp_path):
-  model = model_helpers.tiny_generator(freeze_bn=True, aspp_compat="full")
+  model = model_helpers.tiny_generator(bn_mode="frozen", aspp_compat="full")
   model_helpers.randomise_batch_norm(model)
   loaded = model_helpers.assert_keras_round_trip(model, model_helpers.random_image(41, 35),
                                                  str(tmp_path))
@@ -105,7 +92,7 @@ def mixed_bfloat16():
 
 
 def test_mixed_bfloat16_forward_and_gradients(mixed_bfloat16):
-  model = model_helpers.tiny_generator(freeze_bn=False)
+  model = model_helpers.tiny_generator(bn_mode="train")
   x = model_helpers.random_image(33, 33)
   with tf.GradientTape() as tape:
     out = model(x, training=True)

@@ -1,4 +1,5 @@
-"""The torch-free `.pth` reader: formats, tensor geometry, dtypes, and refusing unsafe pickles."""
+"""The torch-free `.pth` reader: formats, tensor geometry, dtypes, refusing unsafe pickles, and
+errors that name the file."""
 
 import contextlib
 import io
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from tfdaseg.models import torch_checkpoint
-from tfdaseg.models.torch_checkpoint import (UnsafeCheckpointError, load_state_dict,
-                                             load_torch_checkpoint)
+from tfdaseg.models.torch_checkpoint import (CheckpointError, UnsafeCheckpointError,
+                                             load_state_dict, load_torch_checkpoint)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "torch_parity")
 
@@ -170,3 +171,22 @@ def test_rejects_files_that_are_not_checkpoints(tmp_path):
   plain.write_bytes(pickle.dumps({"a": 1}, protocol=2))
   with pytest.raises(ValueError, match="bad magic number"):
     load_torch_checkpoint(str(plain))
+
+
+@pytest.mark.parametrize("name", ["resnet_single_tiny.pth", "resnet_multi_tiny_legacy.pth"])
+@pytest.mark.parametrize("fraction", [0.001, 0.01, 0.3, 0.9])
+def test_truncated_files_fail_naming_the_file(tmp_path, name, fraction):
+  with open(fixture(name), "rb") as f:
+    data = f.read()
+  path = tmp_path / "cut.pth"
+  path.write_bytes(data[:max(1, int(len(data) * fraction))])
+  with pytest.raises(CheckpointError) as error:
+    load_state_dict(str(path))
+  assert error.value.path == str(path)
+  assert str(error.value) == f"{path}: {error.value.problem}"
+
+
+def test_missing_file_fails_naming_the_file(tmp_path):
+  path = tmp_path / "absent.pth"
+  with pytest.raises(CheckpointError, match=r"absent\.pth: No such file or directory"):
+    load_state_dict(str(path))

@@ -1,8 +1,4 @@
-"""PyTorch state dict -> Keras mapping: strictness, head skipping, prefixes, and the CLI."""
-
-import os
-import subprocess
-import sys
+"""PyTorch state dict -> Keras mapping: strictness, head skipping, prefixes, the DeepLab init."""
 
 import keras
 import numpy as np
@@ -59,20 +55,12 @@ def test_heads_with_another_class_count_are_skipped(state_dict):
   report = load_torch_state_dict(model, state_dict, ARCHITECTURE)
   assert {key.split(".")[0] for key, _ in report.skipped} == {"layer5", "layer6"}
   assert len(report.skipped) == 16
+  assert all(reason == "class count differs from the model's" for _, reason in report.skipped)
+  assert sorted(report.left_at_init) == sorted(
+      v.path for name in ("aux_head", "main_head") for v in model.get_layer(name).weights)
   np.testing.assert_array_equal(model.get_layer("main_head").kernels[0].numpy(), head_before)
   np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
                                 np.transpose(state_dict["conv1.weight"], (2, 3, 1, 0)))
-
-
-def test_one_head_coco_style_init_needs_allow_missing_heads(state_dict):
-  # The DeepLab COCO init: one head called layer5, keys prefixed "Scale.".
-  init = {f"Scale.{k}": v for k, v in state_dict.items() if not k.startswith("layer6.")}
-  with pytest.raises(ValueError, match=r"missing keys \['layer6\.conv2d_list\.0\.bias'"):
-    load_torch_state_dict(tiny_model(), init, ARCHITECTURE)
-  report = load_torch_state_dict(tiny_model(), init, ARCHITECTURE, allow_missing_heads=True)
-  assert report.left_at_init == ["layer6"]
-  assert "layer5.conv2d_list.3.weight" in report.loaded
-  assert "left at initialisation: layer6" in report.summary()
 
 
 def test_single_level_layout_rejects_a_multi_level_checkpoint(state_dict):
@@ -84,22 +72,8 @@ def test_single_level_layout_rejects_a_multi_level_checkpoint(state_dict):
                           "deeplab_v2_resnet101_single")
 
 
-def test_cli_writes_a_loadable_keras_file(tmp_path, state_dict):
-  output = tmp_path / "generator.keras"
-  checkpoint = model_helpers.torch_parity_path("resnet_multi_tiny_legacy.pth")
-  repo = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
-  result = subprocess.run(
-      [sys.executable, "-m", "tools.import_torch_checkpoint", f"--checkpoint={checkpoint}",
-       f"--architecture={ARCHITECTURE}", "--num_classes=5", "--blocks=1,1,2,1", "--base_width=4",
-       f"--output={output}"], cwd=repo, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  counters = sum(k.endswith("num_batches_tracked") for k in state_dict)
-  assert f"loaded {len(state_dict) - counters} tensors" in result.stdout
-  assert f"ignored {counters} entries" in result.stdout
-  assert sorted(os.listdir(tmp_path)) == ["generator.keras"]
-
-  loaded = keras.models.load_model(str(output))
-  entry = model_helpers.torch_parity_manifest()["fixtures"]["resnet_multi_tiny"]
-  expected = np.load(model_helpers.torch_parity_path(entry["outputs"]))
-  out = loaded(expected["input"], training=False)
-  model_helpers.assert_outputs_close(out["logits"], expected["logits"], rtol=1e-4)
+def test_init_layout_needs_a_resnet_backbone(state_dict):
+  vgg = tfdaseg.models.build("deeplab_v2_vgg16", num_classes=5, base_width=2)
+  with pytest.raises(ValueError, match="layout deeplab_resnet_init does not fit model "
+                                       "deeplab_v2_vgg16: it has no DeepLab-v2 ResNet backbone"):
+    load_torch_state_dict(vgg, state_dict, "deeplab_resnet_init")

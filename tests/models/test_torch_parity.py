@@ -61,3 +61,31 @@ def test_full_size_parity(name):
   assert len(report.loaded) == len(shapes)
   spec = entry["input"]
   _compare(model, entry, deterministic_input(tuple(spec["shape"]), spec["seed"], spec["kind"]))
+
+
+TRAIN_MODE = model_helpers.torch_parity_manifest()["train_mode"]
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_MODE))
+def test_reference_batch_norm_matches_torch_train_mode(name):
+  # The reference trains in train mode with frozen BatchNorm affine parameters: one forward
+  # normalises with batch statistics and moves the running statistics (unbiased variance).
+  entry = TRAIN_MODE[name]
+  model, _ = import_torch_checkpoint(model_helpers.torch_parity_path(entry["weights"]),
+                                     entry["architecture"], bn_mode="reference",
+                                     **_options(entry))
+  spec = entry["input"]
+  out = model(deterministic_input(tuple(spec["shape"]), spec["seed"], spec["kind"]),
+              training=True)
+  expected = np.load(model_helpers.torch_parity_path(entry["outputs"]))
+  for key in entry["output_keys"]:
+    model_helpers.assert_outputs_close(out[key], expected[key], rtol=RTOL)
+  layers = [layer for layer in model.layers
+            if isinstance(layer, tfdaseg.models.ReferenceBatchNormalization)]
+  assert 2 * len(layers) == sum(key.startswith("state/") for key in expected.files)
+  for layer in layers:
+    prefix = "state/" + layer.name.replace("_", ".")
+    model_helpers.assert_outputs_close(layer.moving_mean, expected[f"{prefix}.running_mean"],
+                                       rtol=RTOL)
+    model_helpers.assert_outputs_close(layer.moving_variance, expected[f"{prefix}.running_var"],
+                                       rtol=RTOL)

@@ -16,10 +16,10 @@ from tfdaseg.models.resnet_backbone import RESNET101_BLOCKS, caffe_resnet
 
 
 def _deeplab_v2_resnet(name: str, multi_level: bool, num_classes: int,
-                       blocks: Sequence[int], base_width: int, freeze_bn: bool,
+                       blocks: Sequence[int], base_width: int, bn_mode: str,
                        aspp_compat: str, input_shape: tuple) -> keras.Model:
   inputs = keras.Input(shape=input_shape, name="image")
-  stages = caffe_resnet(inputs, blocks=blocks, base_width=base_width, freeze_bn=freeze_bn)
+  stages = caffe_resnet(inputs, blocks=blocks, base_width=base_width, bn_mode=bn_mode)
   outputs = {
       keys.LOGITS: AsppClassifier(num_classes, DEEPLAB_V2_RATES, aspp_compat,
                                name="main_head")(stages["layer4"]),
@@ -34,7 +34,7 @@ def _deeplab_v2_resnet(name: str, multi_level: bool, num_classes: int,
 
 @MODELS.register("deeplab_v2_resnet101_multi")
 def deeplab_v2_resnet101_multi(num_classes: int = 19, blocks: Sequence[int] = RESNET101_BLOCKS,
-                               base_width: int = 64, freeze_bn: bool = True,
+                               base_width: int = 64, bn_mode: str = "reference",
                                aspp_compat: str = "adaptsegnet",
                                input_shape: tuple = (None, None, 3)) -> keras.Model:
   """AdaptSegNet's multi-level generator (`DeeplabMulti`): heads on layer3 and layer4.
@@ -43,7 +43,10 @@ def deeplab_v2_resnet101_multi(num_classes: int = 19, blocks: Sequence[int] = RE
     num_classes: Classes predicted by both heads.
     blocks: Bottlenecks per stage; (1, 1, 1, 1) for tiny test models.
     base_width: ResNet base width (64); smaller for tiny test models.
-    freeze_bn: Freeze BatchNorm (True in the reference; False when training from scratch).
+    bn_mode: BatchNorm in training: "reference" (batch statistics, running statistics updated as
+      PyTorch does, gamma and beta fixed: AdaptSegNet's and ADVENT's training), "frozen"
+      (inference mode, nothing changes) or "train" (all trained: training from scratch). See
+      `tfdaseg.models.batch_norm`.
     aspp_compat: "adaptsegnet" (heads sum rates 6 and 12, like the reference code and its
       released checkpoints) or "full" (sum rates 6/12/18/24, like ADVENT).
     input_shape: NHWC input shape without the batch axis; any height and width by default.
@@ -59,12 +62,12 @@ def deeplab_v2_resnet101_multi(num_classes: int = 19, blocks: Sequence[int] = RE
     ((1, 9, 9, 3), (1, 9, 9, 3))
   """
   return _deeplab_v2_resnet("deeplab_v2_resnet101_multi", True, num_classes, blocks, base_width,
-                            freeze_bn, aspp_compat, input_shape)
+                            bn_mode, aspp_compat, input_shape)
 
 
 @MODELS.register("deeplab_v2_resnet101_single")
 def deeplab_v2_resnet101_single(num_classes: int = 19, blocks: Sequence[int] = RESNET101_BLOCKS,
-                                base_width: int = 64, freeze_bn: bool = True,
+                                base_width: int = 64, bn_mode: str = "reference",
                                 aspp_compat: str = "adaptsegnet",
                                 input_shape: tuple = (None, None, 3)) -> keras.Model:
   """AdaptSegNet's single-level generator (`Res_Deeplab`): one head on layer4.
@@ -72,4 +75,4 @@ def deeplab_v2_resnet101_single(num_classes: int = 19, blocks: Sequence[int] = R
   Args and Returns: as `deeplab_v2_resnet101_multi`, without "aux_logits".
   """
   return _deeplab_v2_resnet("deeplab_v2_resnet101_single", False, num_classes, blocks,
-                            base_width, freeze_bn, aspp_compat, input_shape)
+                            base_width, bn_mode, aspp_compat, input_shape)

@@ -10,8 +10,9 @@ import keras
 
 from tfdaseg.models import outputs as keys
 from tfdaseg.models.aspp_classifier import DEEPLAB_V2_RATES, AsppClassifier
-from tfdaseg.models.registry import MODELS
+from tfdaseg.models.batch_norm import check_bn_mode
 from tfdaseg.models.padded_conv import padded_conv
+from tfdaseg.models.registry import MODELS
 
 # (convs, width multiplier, dilation, pooled) per VGG-16 block; the reference removes pool4 and
 # pool5 and dilates conv5 by 2. torchvision's remaining pools are 2x2/2, floor mode.
@@ -24,15 +25,16 @@ FC_DILATION = 4
 
 @MODELS.register("deeplab_v2_vgg16")
 def deeplab_v2_vgg16(num_classes: int = 19, base_width: int = 64, aspp_compat: str = "adaptsegnet",
-                     freeze_bn: bool = True, input_shape: tuple = (None, None, 3)) -> keras.Model:
+                     bn_mode: str = "reference",
+                     input_shape: tuple = (None, None, 3)) -> keras.Model:
   """AdaptSegNet's VGG-16 generator.
 
   Args:
     num_classes: Classes predicted.
     base_width: Width of block1 (64 in VGG-16); smaller for tiny test models.
     aspp_compat: "adaptsegnet" (head sums rates 6 and 12, like the reference) or "full".
-    freeze_bn: Ignored: VGG-16 has no BatchNorm. Accepted so that every generator takes the
-      same options.
+    bn_mode: Checked, then ignored: VGG-16 has no BatchNorm. Accepted so that every generator
+      takes the same options.
     input_shape: NHWC input shape without the batch axis; any height and width by default.
 
   Returns:
@@ -44,7 +46,7 @@ def deeplab_v2_vgg16(num_classes: int = 19, base_width: int = 64, aspp_compat: s
     >>> tuple(model(keras.ops.zeros((1, 64, 48, 3)))["logits"].shape)
     (1, 8, 6, 3)
   """
-  del freeze_bn  # No BatchNorm to freeze.
+  check_bn_mode(bn_mode)
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs
   for block, (convs, multiplier, dilation, pooled) in enumerate(VGG16_BLOCKS, start=1):

@@ -1,8 +1,39 @@
-"""Which generator variables belong to the classifier heads (trained at 10x the learning rate)."""
+"""The generators' classifier heads as the optimiser sees them: their variables and their
+learning-rate multiplier."""
 
 import keras
 
 from tfdaseg.models.aspp_classifier import AsppClassifier
+
+# Generator (registry and `keras.Model` name, kept by `.keras` files) -> learning-rate multiplier
+# of its heads, as each reference model's `optim_parameters` sets it: the DeepLab-v2 ResNets train
+# their heads at 10x (AdaptSegNet model/deeplab_multi.py:222-224, ADVENT
+# advent/model/deeplabv2.py:169-171); DeeplabVGG returns one group (AdaptSegNet
+# model/deeplab_vgg.py:53-54).
+HEAD_LEARNING_RATE_MULTIPLIERS = {
+    "deeplab_v2_resnet101_multi": 10.0,
+    "deeplab_v2_resnet101_single": 10.0,
+    "deeplab_v2_vgg16": 1.0,
+}
+
+
+def head_learning_rate_multiplier(generator: keras.Model) -> float:
+  """Returns how many times the base learning rate the generator's heads are trained at.
+
+  Args:
+    generator: A tfdaseg generator, built or loaded from a `.keras` file.
+
+  Returns:
+    The multiplier (10.0 for the DeepLab-v2 ResNets, 1.0 for VGG-16).
+
+  Raises:
+    ValueError: for a model that is not a registered generator.
+  """
+  try:
+    return HEAD_LEARNING_RATE_MULTIPLIERS[generator.name]
+  except KeyError:
+    raise ValueError(f"model {generator.name!r} has no head learning-rate multiplier; known "
+                     f"generators: {', '.join(sorted(HEAD_LEARNING_RATE_MULTIPLIERS))}") from None
 
 
 def split_head_variables(generator: keras.Model) -> tuple[list, list]:
@@ -13,7 +44,8 @@ def split_head_variables(generator: keras.Model) -> tuple[list, list]:
     generator: A model with `AsppClassifier` heads (any tfdaseg generator).
 
   Returns:
-    (backbone_trainable_variables, head_trainable_variables), each in model order.
+    (backbone_trainable_variables, head_trainable_variables), each in model order. The heads
+    are trained at `head_learning_rate_multiplier(generator)` times the learning rate.
 
   Raises:
     ValueError: when the model has no `AsppClassifier` layer.

@@ -12,7 +12,7 @@ def build(name: str, **options) -> keras.Model:
 
   Args:
     name: A registered model name, e.g. "deeplab_v2_resnet101_multi".
-    **options: Passed to the model's factory (num_classes, blocks, freeze_bn, ...).
+    **options: Passed to the model's factory (num_classes, blocks, bn_mode, ...).
 
   Returns:
     The `keras.Model`.

@@ -21,6 +21,8 @@ import numpy as np
 # torch/serialization.py constants of the legacy format.
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL_VERSION = 1001
+# How every zip archive (the format of PyTorch >= 1.6) starts: a local file header.
+ZIP_MAGIC = b"PK\x03\x04"
 
 # Storage classes a checkpoint may name -> numpy dtype of their elements. bfloat16 is read as
 # raw uint16 and widened to float32 (numpy has no bfloat16).
@@ -38,7 +40,22 @@ STORAGE_DTYPES = {
 STATE_DICT_WRAPPER_KEYS = ("state_dict", "model")
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(ValueError):
+  """A file that is not a readable PyTorch checkpoint (or does not fit the model it is loaded
+  into); `str()` is "<file>: <problem>".
+
+  Args:
+    path: The checkpoint.
+    problem: What is wrong with it.
+  """
+
+  def __init__(self, path: str, problem: str):
+    super().__init__(f"{path}: {problem}")
+    self.path = path
+    self.problem = problem
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
   """A checkpoint's pickle names a global that is not on the allow-list."""
 
 
@@ -107,7 +124,7 @@ class RestrictedUnpickler(pickle.Unpickler):
       return _ALLOWED_GLOBALS[(module, name)]
     except KeyError:
       raise UnsafeCheckpointError(
-          f"{self._source}: refusing to load global {module}.{name}; a weights checkpoint only "
+          self._source, f"refusing to load global {module}.{name}; a weights checkpoint only "
           "needs OrderedDict, tensors and storages") from None
 
   def persistent_load(self, pid):
@@ -117,18 +134,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _storage_ref(pid, source: str) -> _StorageRef:
   if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
           and isinstance(pid[1], _StorageType)):
-    raise pickle.UnpicklingError(f"{source}: unsupported persistent id {pid!r:.100}")
+    raise CheckpointError(source, f"unsupported persistent id {pid!r:.100}")
   if len(pid) > 5 and pid[5] is not None:
-    raise pickle.UnpicklingError(
-        f"{source}: storage views (legacy view_metadata) are not supported")
+    raise CheckpointError(source, "storage views (legacy view_metadata) are not supported")
   return _StorageRef(key=str(pid[2]), storage_type=pid[1], numel=int(pid[4]))
 
 
 def _storage_array(raw: bytes, ref: _StorageRef, little_endian: bool, source: str) -> np.ndarray:
   dtype = ref.storage_type.dtype.newbyteorder("<" if little_endian else ">")
   if len(raw) < ref.numel * dtype.itemsize:
-    raise ValueError(f"{source}: storage {ref.key} holds {len(raw)} bytes, "
-                     f"{ref.numel * dtype.itemsize} expected")
+    raise CheckpointError(source, f"storage {ref.key} holds {len(raw)} bytes, "
+                          f"{ref.numel * dtype.itemsize} expected")
   array = np.frombuffer(raw, dtype, count=ref.numel).astype(dtype.newbyteorder("="))
   if ref.storage_type.name == "BFloat16Storage":
     array = (array.astype(np.uint32) << 16).view(np.float32)
@@ -138,14 +154,15 @@ def _storage_array(raw: bytes, ref: _StorageRef, little_endian: bool, source: st
 def _tensor(ref: _TensorRef, storages: dict[str, np.ndarray], source: str) -> np.ndarray:
   storage = storages[ref.storage.key]
   if any(s < 0 for s in ref.stride) or len(ref.size) != len(ref.stride) or ref.offset < 0:
-    raise ValueError(f"{source}: invalid tensor geometry size={ref.size} stride={ref.stride}")
+    raise CheckpointError(source,
+                          f"invalid tensor geometry size={ref.size} stride={ref.stride}")
   if 0 in ref.size:
     return np.zeros(ref.size, storage.dtype)
   # A checkpoint is untrusted: the last element must lie inside its storage before striding.
   last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
   if last >= storage.size:
-    raise ValueError(f"{source}: tensor (offset {ref.offset}, size {ref.size}, stride "
-                     f"{ref.stride}) exceeds its storage of {storage.size} elements")
+    raise CheckpointError(source, f"tensor (offset {ref.offset}, size {ref.size}, stride "
+                          f"{ref.stride}) exceeds its storage of {storage.size} elements")
   strides = tuple(s * storage.itemsize for s in ref.stride)
   view = np.lib.stride_tricks.as_strided(storage[ref.offset:], ref.size, strides, writeable=False)
   return np.array(view)
@@ -170,7 +187,8 @@ def _load_zip(path: str) -> Any:
     names = archive.namelist()
     pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
     if len(pickles) != 1:
-      raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
+      raise CheckpointError(path,
+                            f"expected one data.pkl in the archive, found {len(pickles)}")
     root = pickles[0][:-len("data.pkl")]
     byteorder = root + "byteorder"
     little_endian = (byteorder not in names
@@ -188,7 +206,7 @@ def _load_zip(path: str) -> Any:
     for key, ref in refs.items():
       entry = f"{root}data/{key}"
       if entry not in names:
-        raise ValueError(f"{path}: storage {key} missing from the archive")
+        raise CheckpointError(path, f"storage {key} missing from the archive")
       storages[key] = _storage_array(archive.read(entry), ref, little_endian, path)
   return _resolve(obj, storages, path)
 
@@ -202,7 +220,7 @@ def _load_legacy(path: str) -> Any:
     return ref
 
   def refuse_persistent(pid):
-    raise pickle.UnpicklingError(f"{path}: unexpected persistent id in the header")
+    raise CheckpointError(path, "unexpected persistent id in the header")
 
   with open(path, "rb") as f:
     try:
@@ -210,12 +228,13 @@ def _load_legacy(path: str) -> Any:
     except UnsafeCheckpointError:
       raise
     except Exception as e:  # Not a pickle at all: say what the file is not.
-      raise ValueError(f"{path}: neither a zip nor a legacy PyTorch checkpoint ({e})") from None
+      raise CheckpointError(path,
+                            f"neither a zip nor a legacy PyTorch checkpoint ({e})") from None
     if magic != LEGACY_MAGIC_NUMBER:
-      raise ValueError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+      raise CheckpointError(path, "not a PyTorch checkpoint (bad magic number)")
     protocol = RestrictedUnpickler(f, refuse_persistent, path).load()
     if protocol != LEGACY_PROTOCOL_VERSION:
-      raise ValueError(f"{path}: unsupported legacy protocol version {protocol}")
+      raise CheckpointError(path, f"unsupported legacy protocol version {protocol}")
     sys_info = RestrictedUnpickler(f, refuse_persistent, path).load()
     little_endian = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
     obj = RestrictedUnpickler(f, persistent_load, path).load()
@@ -223,19 +242,24 @@ def _load_legacy(path: str) -> Any:
     storages = {}
     for key in keys:
       if key not in refs:
-        raise ValueError(f"{path}: storage {key} listed but never referenced")
+        raise CheckpointError(path, f"storage {key} listed but never referenced")
       ref = refs[key]
       header = f.read(8)
       if len(header) != 8:
-        raise ValueError(f"{path}: truncated before storage {key}")
+        raise CheckpointError(path, f"truncated before storage {key}")
       count, = struct.unpack("<q" if little_endian else ">q", header)
       if count != ref.numel:
-        raise ValueError(f"{path}: storage {key} has {count} elements, {ref.numel} expected")
-      raw = f.read(count * ref.storage_type.dtype.itemsize)
+        raise CheckpointError(path,
+                              f"storage {key} has {count} elements, {ref.numel} expected")
+      size = count * ref.storage_type.dtype.itemsize
+      raw = f.read(size)
+      if len(raw) != size:
+        raise CheckpointError(path, f"truncated in storage {key} ({len(raw)} of {size} bytes)")
       storages[key] = _storage_array(raw, ref, little_endian, path)
   missing = set(refs) - set(storages)
   if missing:
-    raise ValueError(f"{path}: storages {sorted(missing)[:5]} referenced but not stored")
+    raise CheckpointError(path,
+                          f"storages {sorted(missing)[:5]} referenced but not stored")
   return _resolve(obj, storages, path)
 
 
@@ -250,11 +274,23 @@ def load_torch_checkpoint(path: str) -> Any:
 
   Raises:
     UnsafeCheckpointError: when the pickle names a global outside the allow-list.
-    ValueError: when the file is not a readable PyTorch checkpoint.
+    CheckpointError: when the file is missing or not a readable PyTorch checkpoint (truncated,
+      corrupted, another format).
   """
-  if zipfile.is_zipfile(path):
-    return _load_zip(path)
-  return _load_legacy(path)
+  try:
+    if zipfile.is_zipfile(path):
+      return _load_zip(path)
+    with open(path, "rb") as f:
+      if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+        # A zip's central directory comes last: without it the archive was cut short.
+        raise CheckpointError(path, "truncated or damaged zip archive (no central directory)")
+    return _load_legacy(path)
+  except CheckpointError:
+    raise
+  except OSError as e:
+    raise CheckpointError(path, e.strerror or str(e)) from None
+  except Exception as e:  # The parsers met malformed data: each kind raises its own error.
+    raise CheckpointError(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -267,7 +303,8 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     An ordered dict of parameter / buffer name -> numpy array.
 
   Raises:
-    ValueError: when the checkpoint holds no name -> tensor mapping.
+    CheckpointError: as `load_torch_checkpoint`, and when the checkpoint holds no name -> tensor
+      mapping.
   """
   obj = load_torch_checkpoint(path)
   for key in STATE_DICT_WRAPPER_KEYS:
@@ -275,10 +312,11 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
       obj = obj[key]
       break
   if not isinstance(obj, dict) or not obj:
-    raise ValueError(f"{path}: no state dict found (got {type(obj).__name__})")
+    raise CheckpointError(path, f"no state dict found (got {type(obj).__name__})")
   tensors = collections.OrderedDict(
       (key, value) for key, value in obj.items() if isinstance(value, np.ndarray))
   if not tensors:
-    raise ValueError(f"{path}: the state dict holds no tensors (keys: {list(obj)[:5]})")
+    raise CheckpointError(path,
+                          f"the state dict holds no tensors (keys: {list(obj)[:5]})")
   return tensors
 

@@ -1,16 +1,21 @@
 """Loads PyTorch state dicts of the reference models (AdaptSegNet / ADVENT) into our Keras models.
 
-Each architecture has a *layout*: which PyTorch module prefix feeds which Keras layer, and which
-prefixes are classifier heads. Per layer type, a converter lists the PyTorch tensors and the Keras
-variables they feed; conv kernels go OIHW -> HWIO. Everything is checked before anything is
-assigned: a missing or unexpected key, or a shape mismatch, fails with the list of offenders. The
-one exception, as in the reference's loader (it skips `layer5` when the class count differs),
-is a head whose class count differs from the model's: it is skipped with a warning.
+A *layout* describes a kind of checkpoint: which PyTorch module prefix feeds which Keras layer,
+which prefixes are classifier heads, and which prefixes are dropped. A checkpoint's own model
+has the layout of the same name; the DeepLab-v2 initialisation files have the layout
+"deeplab_resnet_init", which fits both ResNet generators. Per layer type, a converter lists the
+PyTorch tensors and the Keras variables they feed; conv kernels go OIHW -> HWIO.
+
+Everything is checked before anything is assigned: a missing or unexpected key, or a shape
+mismatch, fails with the list of offenders. Not loaded, and reported by name: a head whose class
+count differs from the model's (as the reference's loaders skip `layer5` to train 19 classes),
+and the layout's dropped prefixes. The model's weights that nothing fed keep their fresh
+initialisation and are reported by name too, so the model is complete either way.
 """
 
 import dataclasses
 import re
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import keras
 import numpy as np
@@ -18,25 +23,28 @@ from absl import logging
 
 from tfdaseg.models.aspp_classifier import AsppClassifier
 from tfdaseg.models.registry import build
-from tfdaseg.models.torch_checkpoint import load_state_dict
+from tfdaseg.models.torch_checkpoint import CheckpointError, load_state_dict
 from tfdaseg.registry import Registry
 
-# Prefixes added by nn.DataParallel ("module.") and by the DeepLab COCO init ("Scale.").
+# Prefixes added by nn.DataParallel ("module.") and by the DeepLab-v2 init files ("Scale.").
 _WRAPPER_PREFIXES = re.compile(r"^(?:module\.|Scale\.)+")
 # BatchNorm's step counter (PyTorch >= 0.4) has no Keras counterpart and does not affect outputs.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
+HEAD_CLASS_COUNT_DIFFERS = "class count differs from the model's"
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """How an architecture's PyTorch modules map onto the Keras model's layers.
+  """How a kind of PyTorch checkpoint maps onto a Keras model's layers.
 
   Attributes:
     layers: PyTorch module prefix -> Keras layer.
     heads: The prefixes that are classifier heads (skipped when their class count differs).
+    dropped: Prefix -> why: checkpoint modules that are never loaded, whatever their shapes.
   """
   layers: Mapping[str, keras.layers.Layer]
-  heads: frozenset
+  heads: frozenset = frozenset()
+  dropped: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -46,7 +54,7 @@ class ImportReport:
   Attributes:
     loaded: PyTorch keys assigned to variables.
     skipped: (PyTorch key, reason) of checkpoint entries deliberately not loaded.
-    left_at_init: Head prefixes the checkpoint does not have (their weights keep their init).
+    left_at_init: Paths of the model's variables that nothing fed (they keep their init).
     ignored: Checkpoint entries without a Keras counterpart (BatchNorm step counters).
   """
   loaded: list = dataclasses.field(default_factory=list)
@@ -55,14 +63,14 @@ class ImportReport:
   ignored: list = dataclasses.field(default_factory=list)
 
   def summary(self) -> str:
-    """A human-readable multi-line report."""
+    """A human-readable report naming every skipped tensor and every variable left at init."""
     lines = [f"loaded {len(self.loaded)} tensors"]
     if self.ignored:
       lines.append(f"ignored {len(self.ignored)} entries without a Keras counterpart "
                    f"(e.g. {self.ignored[0]})")
     lines += [f"skipped {key}: {reason}" for key, reason in self.skipped]
-    lines += [f"left at initialisation: {prefix} (not in the checkpoint)"
-              for prefix in self.left_at_init]
+    lines += [f"left at initialisation: {path} (not in the checkpoint)"
+              for path in self.left_at_init]
     return "\n".join(lines)
 
 
@@ -104,11 +112,20 @@ def _classifier_entries(prefix: str, layer: AsppClassifier) -> list[_Entry]:
   return entries
 
 
+# Layer class -> converter; subclasses (e.g. ReferenceBatchNormalization) use their base's.
 LAYER_CONVERTERS: dict[type, Callable[[str, keras.layers.Layer], list[_Entry]]] = {
     keras.layers.Conv2D: _conv_entries,
     keras.layers.BatchNormalization: _batch_norm_entries,
     AsppClassifier: _classifier_entries,
 }
+
+
+def _converter(layer: keras.layers.Layer) -> Callable[[str, keras.layers.Layer], list[_Entry]]:
+  for layer_type, converter in LAYER_CONVERTERS.items():
+    if isinstance(layer, layer_type):
+      return converter
+  raise TypeError(f"no PyTorch converter for layer {layer.name} ({type(layer).__name__})")
+
 
 LAYOUTS: Registry = Registry("PyTorch checkpoint layout")
 
@@ -116,9 +133,13 @@ LAYOUTS: Registry = Registry("PyTorch checkpoint layout")
 _RESNET_LAYER = re.compile(r"^(conv1|bn1|layer\d+_\d+_(?:conv\d|bn\d|downsample_[01]))$")
 
 
+def _resnet_backbone(model: keras.Model) -> dict[str, keras.layers.Layer]:
+  return {layer.name.replace("_", "."): layer for layer in model.layers
+          if _RESNET_LAYER.match(layer.name)}
+
+
 def _resnet_layout(model: keras.Model, heads: Mapping[str, str]) -> Layout:
-  layers = {layer.name.replace("_", "."): layer for layer in model.layers
-            if _RESNET_LAYER.match(layer.name) and type(layer) in LAYER_CONVERTERS}
+  layers = _resnet_backbone(model)
   layers.update({prefix: model.get_layer(name) for prefix, name in heads.items()})
   return Layout(layers, frozenset(heads))
 
@@ -131,8 +152,22 @@ def _resnet_multi_layout(model: keras.Model) -> Layout:
 
 @LAYOUTS.register("deeplab_v2_resnet101_single")
 def _resnet_single_layout(model: keras.Model) -> Layout:
-  # deeplab.py (Res_Deeplab) and the DeepLab COCO init: layer5 is the head on layer4.
+  # AdaptSegNet's deeplab.py (Res_Deeplab): layer5 is the head on layer4.
   return _resnet_layout(model, {"layer5": "main_head"})
+
+
+@LAYOUTS.register("deeplab_resnet_init")
+def _resnet_init_layout(model: keras.Model) -> Layout:
+  # The DeepLab-v2 init files (AdaptSegNet's DeepLab_resnet_pretrained_init-f81d91e8.pth,
+  # ADVENT's DeepLab_resnet_pretrained_imagenet.pth) hold the backbone and one classifier,
+  # layer5 on layer4, for other classes. Both references drop it and start their heads afresh:
+  # AdaptSegNet train_gta2cityscapes_multi.py:193-201 (when training 19 classes), ADVENT
+  # advent/scripts/train.py:96-102 (always).
+  backbone = _resnet_backbone(model)
+  if not backbone:
+    raise ValueError("it has no DeepLab-v2 ResNet backbone")
+  return Layout(backbone, dropped={
+      "layer5": "the initialisation's classifier, dropped as the references do"})
 
 
 # DeeplabVGG keeps torchvision's `features` indices minus pool4 (index 23): conv5_x move to
@@ -155,7 +190,7 @@ def _vgg_layout(model: keras.Model) -> Layout:
 
 def _discriminator_layout(model: keras.Model) -> Layout:
   names = ("conv1", "conv2", "conv3", "conv4", "classifier")
-  return Layout({name: model.get_layer(name) for name in names}, frozenset())
+  return Layout({name: model.get_layer(name) for name in names})
 
 
 LAYOUTS.register("output_space_discriminator")(_discriminator_layout)
@@ -181,64 +216,69 @@ def normalise_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[dict[str, np.n
   return normalised, ignored
 
 
-def _head_of(key: str, heads: frozenset) -> str | None:
-  return next((head for head in heads if key.startswith(head + ".")), None)
+def _prefix_of(key: str, prefixes: Iterable[str]) -> str | None:
+  return next((prefix for prefix in prefixes if key.startswith(prefix + ".")), None)
+
+
+def apply_layout(model: keras.Model, layout: str) -> Layout:
+  """Applies a registered layout to a model.
+
+  Args:
+    model: The Keras model.
+    layout: A registered layout name.
+
+  Returns:
+    The layout's mapping onto `model`'s layers.
+
+  Raises:
+    ValueError: when the model lacks a layer the layout needs (e.g. a multi-level layout
+      applied to a single-level model).
+  """
+  try:
+    return LAYOUTS.get(layout)(model)
+  except ValueError as e:
+    raise ValueError(f"layout {layout} does not fit model {model.name}: {e}") from None
 
 
 def _entries(layout: Layout) -> list[_Entry]:
   return [entry for prefix, layer in layout.layers.items()
-          for entry in LAYER_CONVERTERS[type(layer)](prefix, layer)]
+          for entry in _converter(layer)(prefix, layer)]
 
 
-def expected_torch_shapes(model: keras.Model, architecture: str) -> dict[str, tuple]:
-  """Returns PyTorch key -> shape that a checkpoint of `model` holds (conv kernels in OIHW).
+def expected_torch_shapes(model: keras.Model, layout: str) -> dict[str, tuple]:
+  """Returns PyTorch key -> shape that a checkpoint of `layout` for `model` holds (conv kernels
+  in OIHW), dropped prefixes aside.
 
   Args:
-    model: A model built as `architecture`.
-    architecture: A registered layout name.
+    model: A model that the layout fits.
+    layout: A registered layout name.
 
   Returns:
     Keys in the model's layer order.
   """
-  return {entry.key: entry.torch_shape for entry in _entries(LAYOUTS.get(architecture)(model))}
+  return {entry.key: entry.torch_shape for entry in _entries(apply_layout(model, layout))}
 
 
 def _listing(keys: list) -> str:
   return f"{keys[:10]}{' ...' if len(keys) > 10 else ''}"
 
 
-def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
-                          architecture: str, allow_missing_heads: bool = False) -> ImportReport:
-  """Assigns a PyTorch state dict of the reference architecture to `model`.
-
-  Args:
-    model: A model built as `architecture` (same blocks / widths as the checkpoint).
-    state_dict: PyTorch key -> array (`torch_checkpoint.load_state_dict`).
-    architecture: A registered layout name (the model registry name).
-    allow_missing_heads: Accept checkpoints without some classifier head (e.g. the DeepLab COCO
-      init, which has one head, loaded into the multi-level model); those heads keep their init.
+def _plan(mapping: Layout, state: Mapping[str, np.ndarray]) -> tuple[list, list, list]:
+  """Matches normalised checkpoint entries with the layout's variables, assigning nothing.
 
   Returns:
-    An `ImportReport`.
-
-  Raises:
-    ValueError: on missing or unexpected keys or mismatched shapes; nothing is assigned then.
+    (assignments: (entry, Keras-shaped value) to assign, skipped: (key, reason) of entries not
+    loaded, problems: why the checkpoint does not fit; empty when it does).
   """
-  layout = LAYOUTS.get(architecture)(model)
-  state, ignored = normalise_keys(state_dict)
-  entries = _entries(layout)
-  report = ImportReport(ignored=ignored)
+  skipped = [(key, mapping.dropped[prefix]) for key in sorted(state)
+             if (prefix := _prefix_of(key, mapping.dropped)) is not None]
+  state = {key: value for key, value in state.items() if _prefix_of(key, mapping.dropped) is None}
+  entries = _entries(mapping)
   problems = []
-
   unexpected = sorted(set(state) - {entry.key for entry in entries})
   if unexpected:
     problems.append(f"unexpected keys {_listing(unexpected)}")
-  absent = [entry.key for entry in entries if entry.key not in state]
-  for head in sorted(layout.heads):
-    head_keys = [entry.key for entry in entries if _head_of(entry.key, layout.heads) == head]
-    if allow_missing_heads and all(key in absent for key in head_keys):
-      report.left_at_init.append(head)
-  missing = sorted(k for k in absent if _head_of(k, layout.heads) not in report.left_at_init)
+  missing = [entry.key for entry in entries if entry.key not in state]
   if missing:
     problems.append(f"missing keys {_listing(missing)}")
 
@@ -250,49 +290,93 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
     if value.shape == tuple(entry.variable.shape):
       assignments.append((entry, value))
       continue
-    head = _head_of(entry.key, layout.heads)
+    head = _prefix_of(entry.key, mapping.heads)
     # Only the class count (the last Keras axis) may differ, and only in a head.
     if head is not None and value.shape[:-1] == tuple(entry.variable.shape)[:-1]:
       skipped_heads.add(head)
       continue
     problems.append(f"{entry.key}: shape {tuple(state[entry.key].shape)} does not fit "
                     f"{entry.variable.path} {entry.torch_shape} (PyTorch layout)")
-  if problems:
-    raise ValueError(f"cannot load the state dict into {architecture}: " + "; ".join(problems))
+  assignments = [(entry, value) for entry, value in assignments
+                 if _prefix_of(entry.key, mapping.heads) not in skipped_heads]
+  skipped += [(key, HEAD_CLASS_COUNT_DIFFERS) for key in sorted(state)
+              if _prefix_of(key, mapping.heads) in skipped_heads]
+  return assignments, skipped, problems
 
+
+def _fitting_layouts(model: keras.Model, state: Mapping[str, np.ndarray]) -> list[str]:
+  """The registered layouts under which `state` would load into `model`."""
+  fitting = []
+  for name in LAYOUTS.names():
+    try:
+      mapping = apply_layout(model, name)
+    except ValueError:  # The layout is for another kind of model.
+      continue
+    if not _plan(mapping, state)[2]:
+      fitting.append(name)
+  return fitting
+
+
+def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
+                          layout: str) -> ImportReport:
+  """Assigns a PyTorch state dict of the given layout to `model`.
+
+  Args:
+    model: A model that the layout fits, with the checkpoint's blocks and widths.
+    state_dict: PyTorch key -> array (`torch_checkpoint.load_state_dict`).
+    layout: A registered layout name: the checkpoint's model registry name, or
+      "deeplab_resnet_init" for the DeepLab-v2 init files.
+
+  Returns:
+    An `ImportReport`.
+
+  Raises:
+    ValueError: on missing or unexpected keys or mismatched shapes, naming the layouts that
+      would fit; nothing is assigned then.
+  """
+  state, ignored = normalise_keys(state_dict)
+  assignments, skipped, problems = _plan(apply_layout(model, layout), state)
+  if problems:
+    fitting = _fitting_layouts(model, state)
+    hint = f"; it fits layout {', '.join(fitting)}" if fitting else ""
+    raise ValueError(f"cannot load the state dict as {layout}: {'; '.join(problems)}{hint}")
   for entry, value in assignments:
-    if _head_of(entry.key, layout.heads) not in skipped_heads:
-      entry.variable.assign(value.astype(entry.variable.dtype))
-      report.loaded.append(entry.key)
-  for head in sorted(skipped_heads):
-    report.skipped += [(key, "class count differs from the model's")
-                       for key in sorted(state) if _head_of(key, layout.heads) == head]
-    logging.warning("skipped head %s of the checkpoint: its class count differs", head)
-  for head in report.left_at_init:
-    logging.warning("head %s is not in the checkpoint; it keeps its initialisation", head)
+    entry.variable.assign(value.astype(entry.variable.dtype))
+  fed = {id(entry.variable) for entry, _ in assignments}
+  report = ImportReport(loaded=[entry.key for entry, _ in assignments], skipped=skipped,
+                        left_at_init=[v.path for v in model.weights if id(v) not in fed],
+                        ignored=ignored)
+  for key, reason in report.skipped:
+    logging.warning("skipped %s of the checkpoint: %s", key, reason)
+  for path in report.left_at_init:
+    logging.warning("%s is not in the checkpoint: it keeps its initialisation", path)
   return report
 
 
-def import_torch_checkpoint(path: str, architecture: str, allow_missing_heads: bool = False,
+def import_torch_checkpoint(path: str, architecture: str, layout: str | None = None,
                             **model_options) -> tuple[keras.Model, ImportReport]:
   """Builds `architecture` and loads a `.pth` file into it.
 
   Args:
     path: The PyTorch checkpoint.
-    architecture: Registered model and layout name.
-    allow_missing_heads: See `load_torch_state_dict`.
+    architecture: Registered model name.
+    layout: The checkpoint's layout (see `load_torch_state_dict`); the architecture's own when
+      None.
     **model_options: Passed to `tfdaseg.models.build` (num_classes, blocks, aspp_compat, ...).
 
   Returns:
-    (model, report).
+    (model, report): the complete model (what the checkpoint lacks keeps its initialisation)
+    and what was loaded, skipped and left.
 
   Raises:
-    ValueError: naming `path` when the checkpoint does not fit the model.
+    CheckpointError: naming `path`, when the file is not a readable checkpoint or does not fit
+      the model.
+    ValueError, TypeError: for model options the architecture does not take.
   """
   state_dict = load_state_dict(path)
   model = build(architecture, **model_options)
   try:
-    report = load_torch_state_dict(model, state_dict, architecture, allow_missing_heads)
+    report = load_torch_state_dict(model, state_dict, layout or architecture)
   except ValueError as e:
-    raise ValueError(f"{path}: {e}") from None
+    raise CheckpointError(path, str(e)) from None
   return model, report

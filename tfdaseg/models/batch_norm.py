@@ -1,0 +1,99 @@
+"""BatchNorm of the ResNet generators, in one of three modes (`bn_mode`).
+
+  * "reference": what AdaptSegNet and ADVENT train with. Their scripts call `model.train()` and
+    only set `requires_grad = False` on BatchNorm's affine parameters (AdaptSegNet
+    model/deeplab_multi.py:62-64, 127-129, 156-157; ADVENT advent/model/deeplabv2.py:13-15), so
+    in training every forward normalises with the batch's statistics and updates the running
+    ones, while gamma and beta stay fixed. Evaluation uses the running statistics.
+  * "frozen": inference-mode BatchNorm in training too; nothing of it changes.
+  * "train": ordinary Keras BatchNorm; gamma and beta are trained too (training from scratch).
+"""
+
+import keras
+from keras import ops
+
+# PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1. Keras weighs the old value by its
+# momentum, PyTorch the new one: Keras momentum = 1 - PyTorch momentum.
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+BN_MODES = ("reference", "frozen", "train")
+
+
+@keras.saving.register_keras_serializable(package="tfdaseg")
+class ReferenceBatchNormalization(keras.layers.BatchNormalization):
+  """PyTorch's BatchNorm2d in train mode with `requires_grad=False` gamma and beta.
+
+  In training it normalises with the batch's (biased) variance and updates the moving variance
+  with the unbiased one, as `torch.nn.functional.batch_norm` does; Keras' own layer updates it
+  with the biased variance. gamma and beta are created non-trainable, so no optimiser sees them,
+  whatever `layer.trainable` is later set to; the layer itself stays trainable because Keras runs
+  a non-trainable BatchNormalization in inference mode. The weights are those of
+  `keras.layers.BatchNormalization`, in the same order, so weights copy between the two.
+
+  Args:
+    **kwargs: `keras.layers.BatchNormalization` arguments (axis must be -1; no renorm).
+
+  Example:
+    >>> bn = ReferenceBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+    >>> _ = bn(keras.ops.ones((2, 3, 3, 4)), training=True)
+    >>> bn.trainable_variables, round(float(bn.moving_mean[0]), 6)
+    ([], 0.1)
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    if self.axis != -1 or self.renorm:
+      raise ValueError("ReferenceBatchNormalization supports axis=-1 without renorm only")
+
+  def add_weight(self, *args, **kwargs):
+    # gamma and beta: the reference freezes them (requires_grad = False); the moving statistics
+    # are non-trainable anyway.
+    kwargs["trainable"] = False
+    return super().add_weight(*args, **kwargs)
+
+  def call(self, inputs, training=None):
+    if not training:
+      return super().call(inputs, training=False)
+    # As Keras does: statistics in float32 even when the layer computes in (b)float16.
+    x = ops.cast(inputs, "float32")
+    mean, variance = ops.moments(x, axes=self._reduction_axes)
+    count = ops.cast(ops.size(x), "float32") / x.shape[-1]
+    # PyTorch stores the unbiased variance; with one value per channel (where PyTorch refuses to
+    # train) the biased variance is 0 and so is this.
+    unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
+    self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+    self.moving_variance.assign(
+        self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+    outputs = ops.batch_normalization(x, mean, variance, axis=-1, offset=self.beta,
+                                      scale=self.gamma, epsilon=self.epsilon)
+    return ops.cast(outputs, self.compute_dtype)
+
+
+def check_bn_mode(bn_mode: str) -> str:
+  """Returns `bn_mode` if it is one of `BN_MODES`.
+
+  Raises:
+    ValueError: naming the known modes, for any other value.
+  """
+  if bn_mode not in BN_MODES:
+    raise ValueError(f"unknown bn_mode {bn_mode!r}; known: {', '.join(BN_MODES)}")
+  return bn_mode
+
+
+def batch_norm(x, name: str, bn_mode: str):
+  """Applies a BatchNorm with PyTorch's epsilon and momentum in mode `bn_mode`.
+
+  Args:
+    x: NHWC tensor.
+    name: Layer name.
+    bn_mode: One of `BN_MODES`.
+
+  Returns:
+    The normalised tensor.
+  """
+  options = {"epsilon": BN_EPSILON, "momentum": BN_MOMENTUM, "name": name}
+  if check_bn_mode(bn_mode) == "reference":
+    return ReferenceBatchNormalization(**options)(x)
+  # A non-trainable Keras BatchNormalization runs in inference mode.
+  return keras.layers.BatchNormalization(trainable=bn_mode == "train", **options)(x)
