@@ -11,7 +11,7 @@ from tests.helpers import datasets
 from tfdaseg.data import labels
 from tfdaseg.data import shards
 from tfdaseg.data.converters import BadFileError, CONVERTERS, ConverterOptions
-from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
+from tfdaseg.data.tfrecord_writer import WriteOptions, shuffle_pairs, write_split
 
 
 def write(name: str, root: str, out, split: str = "train", options=ConverterOptions(),
@@ -89,6 +89,8 @@ def test_manifest_counts_pixels_per_storage_class(tmp_path):
   assert manifest["class_names"] == list(labels.CITYSCAPES_CLASSES)
   assert manifest["count"] == 3 and manifest["num_shards"] == 2
   assert manifest["shards"] == shard_files(tmp_path / "out", "gta5-train")
+  assert manifest["shard_num_bytes"] == [(tmp_path / "out" / name).stat().st_size
+                                         for name in manifest["shards"]]
   on_disk = json.loads((tmp_path / "out" / "gta5-train.json").read_text())
   assert on_disk == manifest
 
@@ -96,11 +98,13 @@ def test_manifest_counts_pixels_per_storage_class(tmp_path):
 def test_interrupted_run_resumes_after_completed_shards(tmp_path):
   mini = datasets.write_gta5(str(tmp_path / "raw"))
   out = tmp_path / "out"
-  label = os.path.join(mini.root, "labels", "00003.png")
+  # A bad label in the last shard written (pairs are permuted before sharding).
+  written = shuffle_pairs(CONVERTERS.get("gta5")(mini.root).list_pairs("train"), 0)
+  label = written[-1].label
   good = open(label, "rb").read()
   with open(label, "wb") as f:
     f.write(b"not a png")
-  with pytest.raises(BadFileError, match="00003.png"):
+  with pytest.raises(BadFileError, match=os.path.basename(label)):
     write("gta5", mini.root, out, num_shards=3)
   # Shards 0 and 1 are complete; shard 2 left neither a shard nor a temporary file.
   assert shard_files(out, "gta5-train") == [shards.shard_name("gta5", "train", i, 3)
@@ -191,3 +195,38 @@ def test_tfds_metadata_is_withheld_when_splits_disagree_on_labels(tmp_path):
         split="test")
   assert not (out / "dataset_info.json").exists()
   assert (out / "cityscapes-train.json").exists() and (out / "cityscapes-test.json").exists()
+
+
+def _ranks(names: list[str]) -> np.ndarray:
+  """Position of each name in name order."""
+  position = {name: i for i, name in enumerate(sorted(names))}
+  return np.array([position[name] for name in names])
+
+
+def test_pairs_are_permuted_with_the_recorded_seed_before_sharding(tmp_path):
+  # The reference samples from a fully shuffled list; name-sorted shards would hold runs of
+  # consecutive frames.
+  mini = datasets.write_gta5(str(tmp_path / "raw"), sizes=[(8, 6)] * 120)
+  manifest = write("gta5", mini.root, tmp_path / "out", num_shards=4)
+  assert manifest["shuffle_seed"] == 0
+  names = list(datasets.read_records(str(tmp_path / "out" / "gta5-train-*.tfrecord")))
+  assert sorted(names) == sorted(mini.expected) and names != sorted(names)
+  ranks = _ranks(names)
+  assert abs(np.corrcoef(np.arange(len(ranks)), ranks)[0, 1]) < 0.2
+  for shard in np.split(ranks, 4):  # every shard samples the whole split
+    assert shard.min() < len(ranks) / 4 and shard.max() >= 3 * len(ranks) / 4
+
+
+def test_same_seed_writes_the_same_shards(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"), sizes=[(8, 6)] * 12)
+  orders = {}
+  for run, seed in (("a", 0), ("b", 0), ("c", 1), ("listed", None)):
+    write("gta5", mini.root, tmp_path / run, num_shards=2, shuffle_seed=seed)
+    orders[run] = list(datasets.read_records(str(tmp_path / run / "gta5-train-*.tfrecord")))
+  for name in shard_files(tmp_path / "a", "gta5-train"):
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+  assert orders["a"] != orders["c"]
+  assert orders["listed"] == sorted(orders["listed"])
+  assert json.loads((tmp_path / "listed" / "gta5-train.json").read_text())["shuffle_seed"] is None
+  with pytest.raises(FileExistsError, match="--overwrite"):  # a resume never mixes two orders
+    write("gta5", mini.root, tmp_path / "a", num_shards=2, shuffle_seed=1)

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import datasets
 from tfdaseg.data import labels
+from tfdaseg.data import resizing
+from tfdaseg.data.preprocessing import caffe_preprocess
 from tfdaseg.evaluation import inference
 
 C = 3
@@ -69,6 +72,31 @@ def test_segment_images_labels_are_the_argmax():
   out = inference.segment_images(_ramp_forward(), images, inference.InferenceOptions())
   assert out["labels"].dtype == tf.int32 and out["labels"].shape == (1, 8, 16)
   np.testing.assert_array_equal(out["labels"], tf.argmax(out["probabilities"], -1))
+
+
+def test_default_resize_feeds_what_the_training_pipeline_feeds():
+  # Evaluation resizes Caffe-preprocessed images in the graph, validation uint8 images in the
+  # input pipeline: the same filter, rounding and clipping included.
+  assert inference.InferenceOptions().resize == resizing.DEFAULT_INTERPOLATION == "bicubic"
+  image = datasets.smooth_noisy_image(np.random.default_rng(0), (300, 160))
+  size = tf.constant([72, 128])
+  in_graph = inference.IMAGE_RESIZERS.get("bicubic")(caffe_preprocess(image[None]), size)
+  in_pipeline = caffe_preprocess(resizing.resize_bicubic_like_pil(image, size))
+  difference = np.abs(in_graph.numpy()[0] - in_pipeline.numpy())
+  # Float reassociation can move a value across a rounding boundary: one level, rarely.
+  assert difference.max() <= 1 + 1e-4 and np.mean(difference > 1e-3) < 1e-3
+
+
+def test_images_at_the_model_size_are_not_resampled():
+  images = tf.constant(np.random.default_rng(0).normal(0, 50, (1, 8, 16, 3)), tf.float32)
+  seen = []
+
+  def forward(inputs):
+    seen.append(inputs)
+    return _ramp_forward()(inputs)
+
+  inference.predict_probabilities(forward, images, inference.InferenceOptions())
+  np.testing.assert_array_equal(seen[0], images)
 
 
 def test_output_channels_across_class_sets():

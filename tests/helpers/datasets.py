@@ -53,6 +53,22 @@ def random_image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
   return rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
 
 
+def smooth_noisy_image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+  """A photo-like RGB uint8 image [H, W, 3] of size (width, height).
+
+  Smooth waves (what any filter keeps), 16-pixel blocks of random colour (edges, where a
+  cubic kernel overshoots) and Gaussian noise (detail above the new Nyquist rate, which an
+  unfiltered downscale aliases).
+  """
+  width, height = size
+  yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+  waves = 128 + 60 * np.sin(xx / 37.0) * np.cos(yy / 23.0)
+  blocks = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+  blocks = np.kron(blocks, np.ones((16, 16, 1), np.float32))[:height, :width]
+  image = 0.5 * waves[..., None] + 0.5 * blocks + rng.normal(0, 20, (height, width, 3))
+  return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
 def random_ids(rng: np.random.Generator, size: tuple[int, int], values) -> np.ndarray:
   """A label image [H, W] of ids drawn from `values`, in 4x4 blocks like real regions."""
   blocks = rng.choice(np.asarray(values), ((size[1] + 3) // 4, (size[0] + 3) // 4))
@@ -79,11 +95,14 @@ def _rel(root: str, path: str) -> str:
   return os.path.relpath(path, root)
 
 
-def write_gta5(root: str, seed: int = 0) -> MiniDataset:
-  """GTA5: images/NNNNN.png, labels/NNNNN.png palette PNGs with Cityscapes label ids as indices."""
+def write_gta5(root: str, seed: int = 0, sizes=SIZES) -> MiniDataset:
+  """GTA5: images/NNNNN.png, labels/NNNNN.png palette PNGs with Cityscapes label ids as indices.
+
+  One frame per (width, height) of `sizes`, numbered from 1 like the release's frames.
+  """
   rng = np.random.default_rng(seed)
   files, expected = {}, {}
-  for i, size in enumerate(SIZES, start=1):
+  for i, size in enumerate(sizes, start=1):
     image_path = os.path.join(root, "images", f"{i:05d}.png")
     save_png(image_path, random_image(rng, size))
     raw = random_ids(rng, size, list(range(34)) + [255]).astype(np.uint8)

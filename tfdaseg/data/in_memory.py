@@ -43,6 +43,9 @@ def write_arrays(output_dir: str, dataset: str, split: str, images: Sequence[np.
                  num_shards: int = 1) -> dict:
   """Writes RGB images (and storage-id labels) as `{dataset}-{split}` shards, replacing any.
 
+  Like every conversion, the pairs are stored in the writer's seeded random order (its
+  default `WriteOptions.shuffle_seed`), not in the order given.
+
   Args:
     output_dir: Destination folder.
     dataset: Dataset name for the file names.

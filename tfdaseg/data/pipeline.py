@@ -2,48 +2,40 @@
 
 Reading is split like TF Model Garden's segmentation input: `schema.decode_example` decodes a
 record (bytes -> uint8 image and storage-id label); `Parser` turns that into a model input
-(resize, optional augmentation, Caffe preprocessing, storage -> class-set remap). Around it,
-`make_dataset` lists and shards files, interleaves reads, shuffles, batches and prefetches.
+(resize, PIL-like bicubic by default; optional augmentation; Caffe preprocessing; storage ->
+class-set remap). Around it, `make_dataset` lists and shards files, checks each shard's record
+count while reading it, interleaves reads, shuffles, batches and prefetches.
 
 Batches are {"image": float32 [B, H, W, 3] BGR minus mean, "label": int32 [B, H, W] class ids
 (255 ignore), "filename": string [B]}.
 """
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfdaseg.data import augment as augment_lib
+from tfdaseg.data import integrity
 from tfdaseg.data import labels
 from tfdaseg.data import preprocessing
 from tfdaseg.data import schema
 from tfdaseg.data import shards
+from tfdaseg.data.resizing import DEFAULT_INTERPOLATION, INTERPOLATIONS, Resize, resize_label
 from tfdaseg.utils.files import read_json
 
-DEFAULT_SHUFFLE_BUFFER = 64
+# Memory the training shuffle buffer may hold, per stream and input pipeline. It holds
+# serialized records (before decoding): about 450 GTA5 or Cityscapes PNG records (~2.3 MB).
+DEFAULT_SHUFFLE_MEMORY_BYTES = 1 << 30
 # Shards read at once while training; more spreads I/O, fewer keeps memory small.
 DEFAULT_CYCLE_LENGTH = 8
 SAME = "same"
+# Random stages of a seeded pipeline, each with a seed of its own (`_stage_seed`).
+_FILE_ORDER, _RECORD_ORDER, _AUGMENTATION = range(3)
 
 
-def _resize_bilinear(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-  return tf.image.resize(image, size, method="bilinear")
-
-
-def _resize_bicubic_like_pil(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-  # PIL's BICUBIC (the reference loaders' filter) widens the kernel when shrinking
-  # (antialiasing) and rounds and clips to uint8.
-  resized = tf.image.resize(image, size, method="bicubic", antialias=True)
-  return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
-
-
-def _resize_nearest(label: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-  return tf.image.resize(label, size, method="nearest")
-
-
-def _resize_unless_sized(image: tf.Tensor, size: tuple[int, int],
-                         resize: Callable[[tf.Tensor, tuple[int, int]], tf.Tensor],
+def _resize_unless_sized(image: tf.Tensor, size: tuple[int, int], resize: Resize,
                          dtype: tf.DType) -> tf.Tensor:
   """Returns `resize(image, size)`, or `image` (cast to `dtype`) when it already has that size.
 
@@ -52,26 +44,6 @@ def _resize_unless_sized(image: tf.Tensor, size: tuple[int, int],
   sized = tf.reduce_all(tf.equal(tf.shape(image)[:2], size))
   resized = tf.cond(sized, lambda: tf.cast(image, dtype), lambda: resize(image, size))
   return tf.ensure_shape(resized, [size[0], size[1], image.shape[-1]])
-
-
-# Image interpolation by name (`interpolation=` of make_dataset); labels always use nearest.
-INTERPOLATIONS: dict[str, Callable[[tf.Tensor, tuple[int, int]], tf.Tensor]] = {
-    "bilinear": _resize_bilinear,
-    "bicubic": _resize_bicubic_like_pil,
-}
-
-
-def match_files(file_pattern: str | Sequence[str]) -> list[str]:
-  """Returns the sorted files matching a glob pattern (or any of several).
-
-  Raises:
-    FileNotFoundError: naming the pattern when nothing matches.
-  """
-  patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-  files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
-  if not files:
-    raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
-  return files
 
 
 def _manifest_paths(files: Sequence[str]) -> list[str]:
@@ -85,7 +57,7 @@ def read_manifest(file_pattern: str | Sequence[str]) -> dict:
     FileNotFoundError: when nothing matches or the manifest is missing.
     ValueError: when the pattern spans several splits.
   """
-  paths = _manifest_paths(match_files(file_pattern))
+  paths = _manifest_paths(shards.match_files(file_pattern))
   if len(paths) > 1:
     raise ValueError(f"{file_pattern!r} matches shards of several splits ({', '.join(paths)}); "
                      "read each split's manifest separately")
@@ -114,14 +86,15 @@ class Parser:
     image_size: (width, height) to resize images to, or None to keep their size.
     label_size: "same" (the image's output size), None (keep the stored size, for
       evaluation at full resolution) or (width, height).
-    interpolation: Image resize filter, a key of INTERPOLATIONS.
+    interpolation: Image resize filter, a key of INTERPOLATIONS (tfdaseg.data.resizing);
+      labels are always resized nearest.
     augment: Random scale / crop / flip, or None.
   """
 
   class_set: labels.ClassSet
   image_size: tuple[int, int] | None = None
   label_size: tuple[int, int] | str | None = SAME
-  interpolation: str = "bilinear"
+  interpolation: str = DEFAULT_INTERPOLATION
   augment: augment_lib.AugmentConfig | None = None
 
   def __post_init__(self):
@@ -142,7 +115,7 @@ class Parser:
       image = _resize_unless_sized(image, size, INTERPOLATIONS[self.interpolation], tf.float32)
     label_size = size if self.label_size == SAME else _hw(self.label_size)
     if label_size is not None:
-      label = _resize_unless_sized(label, label_size, _resize_nearest, tf.uint8)
+      label = _resize_unless_sized(label, label_size, resize_label, tf.uint8)
     image = preprocessing.caffe_preprocess(image)
     if self.augment is not None:
       image, label = augment_lib.augment(image, label, seed, self.augment)
@@ -152,6 +125,32 @@ class Parser:
         "label": tf.gather(table, tf.cast(label[..., 0], tf.int32)),
         "filename": decoded["filename"],
     }
+
+
+def _stage_seed(seed: int | None, stage: int) -> int | None:
+  """A seed of its own for one random stage: stages seeded alike would draw the same stream."""
+  if seed is None:
+    return None
+  return int(np.random.SeedSequence([seed, stage]).generate_state(1)[0])
+
+
+def shuffle_buffer_size(listed: Sequence[integrity.ListedShard], memory_bytes: int) -> int:
+  """Records the training shuffle buffer holds: all of `listed`, or what fits in `memory_bytes`.
+
+  The buffer holds serialized records (it comes before decoding), so a record costs its share
+  of its shard's bytes on disk.
+
+  Args:
+    listed: The shards this input pipeline reads.
+    memory_bytes: The buffer's memory bound.
+
+  Returns:
+    The buffer size, at least 1.
+  """
+  records = sum(shard.records for shard in listed)
+  num_bytes = sum(shard.num_bytes if shard.num_bytes is not None
+                  else tf.io.gfile.stat(shard.path).length for shard in listed)
+  return max(1, min(records, memory_bytes * records // max(num_bytes, 1)))
 
 
 def make_dataset(
@@ -165,11 +164,20 @@ def make_dataset(
     seed: int | None = None,
     augment: augment_lib.AugmentConfig | Mapping[str, Any] | None = None,
     input_context: tf.distribute.InputContext | None = None,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    interpolation: str = "bilinear",
+    shuffle_buffer: int | None = None,
+    shuffle_memory_bytes: int = DEFAULT_SHUFFLE_MEMORY_BYTES,
+    interpolation: str = DEFAULT_INTERPOLATION,
     cycle_length: int = DEFAULT_CYCLE_LENGTH,
 ) -> tf.data.Dataset:
   """Builds the input pipeline over converted shards.
+
+  Training order: the converter wrote the pairs in a seeded random order
+  (tfdaseg.data.tfrecord_writer), so every shard is a random sample of the split; here the
+  shard order is reshuffled every epoch, `cycle_length` shards are interleaved record by
+  record, and the records pass a shuffle buffer that holds this input pipeline's whole share
+  of the split, or as many records as fit in `shuffle_memory_bytes` when that is less (the
+  buffer holds serialized records: 1 GiB is ~450 of GTA5's 25k records). The reference draws
+  from one shuffled list (AdaptSegNet train_gta2cityscapes_multi.py: DataLoader(shuffle=True)).
 
   Args:
     file_pattern: Glob of shards, e.g. "/data/gta5-train-*.tfrecord" (or a list of globs).
@@ -181,53 +189,67 @@ def make_dataset(
     batch_size: Global batch size; per replica with `input_context`.
     training: Repeat forever, shuffle files and records, drop the last partial batch. Else
       one pass, in file order.
-    seed: Makes shuffling and augmentation reproducible (and the order deterministic).
+    seed: Makes shuffling and augmentation reproducible (and the order deterministic); a
+      pipeline rebuilt with the same seed (a resumed run) repeats the same stream.
     augment: AugmentConfig (or a dict of its fields) or None (the reference's default).
     input_context: From `strategy.distribute_datasets_from_function`: reads only this input
       pipeline's share of the files, with the per-replica batch size.
-    shuffle_buffer: Records in the shuffle buffer while training.
-    interpolation: Image resize filter: "bilinear", or "bicubic" (like the reference's PIL).
+    shuffle_buffer: Records in the shuffle buffer while training; None sizes it from the
+      manifest (all records, within `shuffle_memory_bytes`).
+    shuffle_memory_bytes: Memory bound of the automatically sized shuffle buffer.
+    interpolation: Image resize filter: "bicubic" (antialiased, like the reference's PIL
+      BICUBIC) or "bilinear" (cheaper, aliases when shrinking); see tfdaseg.data.resizing.
     cycle_length: Shards read in parallel while training.
 
   Returns:
-    A dataset of {"image", "label", "filename"} batches.
+    A dataset of {"image", "label", "filename"} batches. A shard that yields other than
+    its manifest's record count (truncated, corrupt) fails the iteration with an
+    `InvalidArgumentError` naming it.
 
   Raises:
     FileNotFoundError: when no file matches or a manifest is missing.
-    ValueError: when the shards' storage space is not the class set's, or there are fewer
-      files than input pipelines.
+    ValueError: when the shards' storage space is not the class set's, a file is not a
+      shard its manifest lists, or there are fewer files than input pipelines.
   """
   if isinstance(class_set, str):
     class_set = labels.get_class_set(class_set)
   parser = Parser(class_set, image_size, label_size, interpolation,
                   augment_lib.AugmentConfig.from_value(augment))
-  files = match_files(file_pattern)
+  files = shards.match_files(file_pattern)
   _check_class_space(files, class_set)
+  listed = integrity.listed_shards(files)
   deterministic = seed is not None or not training
 
-  dataset = tf.data.Dataset.from_tensor_slices(files)
   if input_context is not None:
-    if input_context.num_input_pipelines > len(files):
-      raise ValueError(f"{file_pattern!r}: {len(files)} files cannot be split over "
+    if input_context.num_input_pipelines > len(listed):
+      raise ValueError(f"{file_pattern!r}: {len(listed)} files cannot be split over "
                        f"{input_context.num_input_pipelines} input pipelines; convert with "
                        "more shards")
-    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    # As Dataset.shard: every n-th file, here so that the buffer is sized from this share.
+    listed = listed[input_context.input_pipeline_id::input_context.num_input_pipelines]
     batch_size = input_context.get_per_replica_batch_size(batch_size)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      ([s.path for s in listed], tf.constant([s.records for s in listed], tf.int64)))
   if training:
-    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.shuffle(len(listed), seed=_stage_seed(seed, _FILE_ORDER),
+                              reshuffle_each_iteration=True).repeat()
     dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)), block_length=1,
+        integrity.read_shard, cycle_length=min(cycle_length, len(listed)), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if shuffle_buffer is None:
+      shuffle_buffer = shuffle_buffer_size(listed, shuffle_memory_bytes)
+    dataset = dataset.shuffle(shuffle_buffer, seed=_stage_seed(seed, _RECORD_ORDER),
+                              reshuffle_each_iteration=True)
   else:
-    dataset = dataset.flat_map(tf.data.TFRecordDataset)
+    dataset = dataset.flat_map(integrity.read_shard)
 
   def parse(serialized: tf.Tensor, example_seed: tf.Tensor | None = None) -> dict:
     return parser(schema.decode_example(serialized), example_seed)
 
   if parser.augment is not None:
     # One stateless seed per example, from a seeded stream: same seed, same augmentation.
-    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=_stage_seed(seed, _AUGMENTATION)).batch(
+        2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((dataset, seeds))
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   dataset = dataset.batch(batch_size, drop_remainder=training)

@@ -8,6 +8,7 @@ temporary name and renamed when complete, so a file with a shard's name is alway
 
 import os
 import re
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -41,6 +42,19 @@ def manifest_path(output_dir: str, dataset: str, split: str) -> str:
 def progress_path(output_dir: str, dataset: str, split: str) -> str:
   """Returns the path of the record of completed shards kept while a split is being written."""
   return os.path.join(output_dir, f"{split_prefix(dataset, split)}.progress.json")
+
+
+def match_files(file_pattern: str | Sequence[str]) -> list[str]:
+  """Returns the sorted files matching a glob pattern (or any of several).
+
+  Raises:
+    FileNotFoundError: naming the pattern when nothing matches.
+  """
+  patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+  files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
+  if not files:
+    raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
+  return files
 
 
 def manifest_path_for_shard(shard_path: str) -> str:

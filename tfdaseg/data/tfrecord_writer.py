@@ -1,13 +1,19 @@
 """Writes one split of a dataset as sharded TFRecords plus a manifest, in parallel and resumably.
 
 The shared half of every conversion (a converter only lists pairs and reads labels):
-  * pairs are encoded in worker processes (`num_workers`), results written in listing order;
-  * shard i holds pairs [i*n/N, (i+1)*n/N) and is written under a temporary name, then renamed:
-    a file with a shard's name is always complete;
+  * pairs are permuted with a seed (`WriteOptions.shuffle_seed`, recorded in the manifest)
+    before sharding, so that no shard holds a run of name-sorted neighbours (consecutive GTA5
+    frames, one Cityscapes city): the reference samples from a fully shuffled list (AdaptSegNet
+    train_gta2cityscapes_multi.py: `data.DataLoader(..., shuffle=True)`), while a reader of
+    name-sorted shards sees runs of neighbours for hundreds of steps;
+  * pairs are encoded in worker processes (`num_workers`), results written in that order;
+  * shard i holds the (permuted) pairs [i*n/N, (i+1)*n/N) and is written under a temporary
+    name, then renamed: a file with a shard's name is always complete;
   * after every shard, `{dataset}-{split}.progress.json` records its statistics, so a re-run
     skips completed shards; an interrupted run's temporary files are deleted on the next run;
-  * the manifest `{dataset}-{split}.json` (count, shards, class space, per-class pixel counts,
-    skipped files) is written last, atomically, followed by the folder's TFDS metadata.
+  * the manifest `{dataset}-{split}.json` (count, shards with their record counts and sizes,
+    class space, per-class pixel counts, skipped files, shuffle seed) is written last,
+    atomically, followed by the folder's TFDS metadata.
 """
 
 import concurrent.futures
@@ -50,6 +56,9 @@ class WriteOptions:
     overwrite: Delete an existing conversion of the split first (else it is kept / resumed).
     skip_bad: Skip (and list in the manifest) bad files instead of stopping at the first.
     resize: (width, height) to resize every image and label to, or None to keep them.
+    shuffle_seed: Seed of the permutation of the pairs before sharding; None writes them in
+      listing order. Sources read in runs (`Converter.random_access` False) are always written
+      in listing order.
   """
 
   num_shards: int | None = None
@@ -57,6 +66,18 @@ class WriteOptions:
   overwrite: bool = False
   skip_bad: bool = False
   resize: tuple[int, int] | None = None
+  shuffle_seed: int | None = 0
+
+
+def shuffle_pairs(pairs: Sequence[SourcePair], seed: int | None) -> list[SourcePair]:
+  """Returns the pairs in the order they are written: permuted by `seed`, or as listed if None.
+
+  The permutation is numpy's `default_rng(seed)` (PCG64), the same on every platform. A numpy
+  release may change it (NEP 19); the fingerprint holds the order, so a resume would notice.
+  """
+  if seed is None:
+    return list(pairs)
+  return [pairs[i] for i in np.random.default_rng(seed).permutation(len(pairs))]
 
 
 def default_num_shards(pairs: Sequence[SourcePair]) -> int:
@@ -69,11 +90,11 @@ def default_num_shards(pairs: Sequence[SourcePair]) -> int:
 
 
 def _fingerprint(converter: Converter, dataset: str, split: str, pairs: Sequence[SourcePair],
-                 num_shards: int, resize: tuple[int, int] | None) -> str:
+                 num_shards: int, resize: tuple[int, int] | None, seed: int | None) -> str:
   """Identifies what a conversion writes, so a resume never mixes two different conversions."""
   key = {
       "dataset": dataset, "split": split, "data_dir": converter.data_dir,
-      "storage": converter.storage, "num_shards": num_shards,
+      "storage": converter.storage, "num_shards": num_shards, "shuffle_seed": seed,
       "resize": list(resize) if resize else None, "options": dataclasses.asdict(converter.options),
       "pairs": [(p.filename, p.label is not None) for p in pairs],
   }
@@ -166,7 +187,7 @@ def _completed_shards(output_dir: str, dataset: str, split: str, fingerprint: st
 
 def _manifest(converter: Converter, dataset: str, split: str, names: list[str],
               done: dict[int, dict], fingerprint: str, options: WriteOptions,
-              labelled: bool) -> dict:
+              labelled: bool, seed: int | None) -> dict:
   num_classes = len(converter.storage_classes)
   class_pixels = np.zeros((num_classes + 1,), np.int64)
   skipped = []
@@ -186,12 +207,15 @@ def _manifest(converter: Converter, dataset: str, split: str, names: list[str],
       "num_shards": len(names),
       "shards": names,
       "shard_lengths": [done[i]["count"] for i in range(len(names))],
+      # Per shard, so that a truncated or replaced shard is found by its size alone.
+      "shard_num_bytes": [done[i]["num_bytes"] for i in range(len(names))],
       "num_bytes": sum(done[i]["num_bytes"] for i in range(len(names))),
       "class_pixel_counts": class_pixels[:num_classes].tolist(),
       "ignore_pixel_count": int(class_pixels[num_classes]),
       "skipped": skipped,
       "skipped_count": len(skipped),
       "resize": list(options.resize) if options.resize else None,
+      "shuffle_seed": seed,
       "options": dataclasses.asdict(converter.options),
       "fingerprint": fingerprint,
   }
@@ -247,7 +271,8 @@ def write_split(converter: Converter, dataset: str, split: str, output_dir: str,
       `options.overwrite` is not set.
     ValueError: when the split has no images or fewer images than shards.
   """
-  pairs = converter.list_pairs(split)
+  seed = options.shuffle_seed if converter.random_access else None
+  pairs = shuffle_pairs(converter.list_pairs(split), seed)
   if not pairs:
     raise ValueError(f"{converter.data_dir}: no images for split {split!r} of {dataset}")
   num_shards = options.num_shards or default_num_shards(pairs)
@@ -256,7 +281,7 @@ def write_split(converter: Converter, dataset: str, split: str, output_dir: str,
                      f"({len(pairs)})")
   labelled = pairs[0].label is not None
   names = [shards.shard_name(dataset, split, i, num_shards) for i in range(num_shards)]
-  fingerprint = _fingerprint(converter, dataset, split, pairs, num_shards, options.resize)
+  fingerprint = _fingerprint(converter, dataset, split, pairs, num_shards, options.resize, seed)
   tf.io.gfile.makedirs(output_dir)
   if options.overwrite:
     _remove_split(output_dir, dataset, split)
@@ -305,7 +330,8 @@ def write_split(converter: Converter, dataset: str, split: str, output_dir: str,
     if pool is not None:
       pool.shutdown(wait=True, cancel_futures=True)
 
-  manifest = _manifest(converter, dataset, split, names, done, fingerprint, options, labelled)
+  manifest = _manifest(converter, dataset, split, names, done, fingerprint, options, labelled,
+                       seed)
   atomic_write_json(manifest_file, manifest)
   tf.io.gfile.remove(progress_file)
   elapsed = time.monotonic() - start

@@ -7,12 +7,16 @@ this module; `load_model_from_flags` and `inference_options_from_flags` turn the
 from absl import app, flags
 
 from tfdaseg.data import labels
+from tfdaseg.data.resizing import DEFAULT_INTERPOLATION
 from tfdaseg.evaluation.inference import IMAGE_RESIZERS, InferenceOptions
 from tfdaseg.evaluation.loading import MODEL_SOURCES, LoadedModel, load_model
 
 flags.DEFINE_string("model_dir", None, "A training run's folder (generator.json + checkpoints).")
 flags.DEFINE_string("checkpoint", None, "With --model_dir: a checkpoint prefix instead of the "
                     "latest one.")
+flags.DEFINE_string("network", None, "With --model_dir: the network to load, 'generator' or a "
+                    "method network of its architecture (e.g. 'teacher'). Default: the run's "
+                    "inference network (generator.json), which its method chose.")
 flags.DEFINE_string("model", None, "A .keras generator file.")
 flags.DEFINE_string("saved_model", None, "A SavedModel folder written by tfdaseg-export.")
 flags.DEFINE_string("model_class_set", None, "The class set the model predicts, when its "
@@ -25,9 +29,11 @@ flags.DEFINE_list("scales", ["1.0"], "Test-time scales of --input_size; softmax 
                   "averaged.")
 flags.DEFINE_bool("flip", False, "Average with horizontally flipped images (test-time "
                   "augmentation).")
-flags.DEFINE_enum("resize", "bilinear", IMAGE_RESIZERS.names(), "How images are resized to "
-                  "--input_size: bilinear like the training pipeline, or bicubic like the "
-                  "reference's PIL loaders.")
+flags.DEFINE_enum("resize", DEFAULT_INTERPOLATION, IMAGE_RESIZERS.names(), "Image filter "
+                  "to --input_size (and the test-time scales): bicubic, antialiased like the "
+                  "reference's PIL BICUBIC loaders and the training pipeline's default, or "
+                  "bilinear (cheaper; aliases when shrinking; TFLite's only one). Labels are "
+                  "never resized: evaluation scores at the label's own size.")
 flags.DEFINE_string("output", None, "The folder to write.")
 flags.DEFINE_string("output_dir", None, "The folder to write results to.")
 
@@ -54,7 +60,7 @@ def load_model_from_flags() -> LoadedModel:
                                 ", ".join(f"--{name}" for name in MODEL_SOURCES))
   (source, path), = given.items()
   return load_model(source, path, checkpoint=FLAGS.checkpoint,
-                    class_set=FLAGS.model_class_set)
+                    class_set=FLAGS.model_class_set, network=FLAGS.network)
 
 
 def inference_options_from_flags(model: LoadedModel) -> InferenceOptions:

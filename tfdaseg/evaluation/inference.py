@@ -2,10 +2,10 @@
 
 One code path serves evaluation, prediction, validation during training and the exported
 SavedModel, so they agree pixel for pixel. Images are resized to the model's input size in the
-graph: bilinearly by default, like the training pipeline (tfdaseg.data.pipeline's default
-interpolation; resizing commutes with the Caffe preprocessing), or "bicubic" like the reference
-loaders (AdaptSegNet cityscapes_dataset.py: PIL BICUBIC to 1024x512). Logits are upsampled bilinearly
-with aligned corners to the output size before the softmax (AdaptSegNet pytorch_0.4
+graph with the training pipeline's filters (tfdaseg.data.resizing) on pixel values, by default
+"bicubic" like the reference loaders (AdaptSegNet cityscapes_dataset.py:45: PIL BICUBIC to
+1024x512), so evaluation feeds the model what validation's pipeline does. Logits are upsampled
+bilinearly with aligned corners to the output size before the softmax (AdaptSegNet pytorch_0.4
 evaluate_cityscapes.py: nn.Upsample(size=(1024, 2048), mode="bilinear", align_corners=True)),
 and test-time augmentation averages the softmax over scales and horizontal flips.
 """
@@ -17,7 +17,8 @@ import keras
 import tensorflow as tf
 
 from tfdaseg.data import labels
-from tfdaseg.data.preprocessing import caffe_preprocess
+from tfdaseg.data import resizing
+from tfdaseg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess
 from tfdaseg.models import outputs as keys
 from tfdaseg.registry import Registry
 
@@ -33,17 +34,23 @@ def keras_forward(generator: keras.Model) -> Forward:
 IMAGE_RESIZERS: Registry = Registry("image resize method")
 
 
-@IMAGE_RESIZERS.register("bilinear")
-def _resize_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  # The training pipeline's default; a builtin TFLite op (RESIZE_BILINEAR).
-  return tf.image.resize(images, size, method="bilinear")
+def _on_pixel_values(resize: resizing.Resize) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """Returns `resize` for Caffe-preprocessed images.
+
+  It runs on pixel values (the mean added back), so that it rounds and clips as the training
+  pipeline does before its preprocessing.
+  """
+
+  def resize_preprocessed(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    mean = tf.constant(CAFFE_BGR_MEAN, tf.float32)
+    return resize(images + mean, size) - mean
+
+  return resize_preprocessed
 
 
-@IMAGE_RESIZERS.register("bicubic")
-def _resize_bicubic(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  # PIL's BICUBIC (the reference loaders) widens its kernel when shrinking: antialias=True.
-  # No TFLite kernel exists for it.
-  return tf.image.resize(images, size, method="bicubic", antialias=True)
+# The antialiased bicubic has no TFLite kernel; bilinear is a builtin op (RESIZE_BILINEAR).
+IMAGE_RESIZERS.register("bicubic")(_on_pixel_values(resizing.resize_bicubic_like_pil))
+IMAGE_RESIZERS.register("bilinear")(_on_pixel_values(resizing.resize_bilinear))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +62,13 @@ class InferenceOptions:
       None runs every image at its own size.
     scales: Test-time scales of `input_size` whose softmax outputs are averaged.
     flip: Whether to average with the horizontally flipped image too.
-    resize: Name of the image resize method (IMAGE_RESIZERS).
+    resize: Name of the image resize method (IMAGE_RESIZERS; tfdaseg.data.resizing).
   """
 
   input_size: tuple[int, int] | None = None
   scales: tuple[float, ...] = (1.0,)
   flip: bool = False
-  resize: str = "bilinear"
+  resize: str = resizing.DEFAULT_INTERPOLATION
 
   def __post_init__(self):
     if not self.scales or any(s <= 0 for s in self.scales):
@@ -112,7 +119,10 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
   resize = IMAGE_RESIZERS.get(options.resize)
   total = None
   for scale in options.scales:
-    scaled = resize(images, _model_size(images, options, scale))
+    # Images already at the model's size (validation: resized by the pipeline) are not
+    # resampled again.
+    sized = options.input_size is None and scale == 1.0
+    scaled = images if sized else resize(images, _model_size(images, options, scale))
     for flipped in (False, True) if options.flip else (False,):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
       logits = forward(inputs)[keys.LOGITS]

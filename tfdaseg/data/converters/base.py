@@ -76,14 +76,16 @@ class Converter(abc.ABC):
     options: Dataset-specific settings.
 
   Subclasses set `storage` (the storage space their labels are written in) and may set
-  `unlabelled_splits` (splits that ship without labels) and `class_labels` (also record the
-  set of classes present as `image/class/label`). They must be picklable: the writer sends
-  them to worker processes.
+  `unlabelled_splits` (splits that ship without labels), `class_labels` (also record the
+  set of classes present as `image/class/label`) and `random_access` (False for sources read
+  in runs by `fetch`, which the writer then keeps in listing order). They must be picklable:
+  the writer sends them to worker processes.
   """
 
   storage: ClassVar[str] = "cityscapes19"
   unlabelled_splits: ClassVar[tuple[str, ...]] = ()
   class_labels: ClassVar[bool] = False
+  random_access: ClassVar[bool] = True
 
   def __init__(self, data_dir: str, options: ConverterOptions = ConverterOptions()):
     self.data_dir = data_dir

@@ -45,6 +45,10 @@ class TfdsCityscapesConverter(base.Converter):
   """Converts TFDS-prepared Cityscapes into the cityscapes19 storage space."""
 
   unlabelled_splits = ("test",)
+  # `fetch` reads a run of the TFDS split at a time, so the writer must not permute the pairs.
+  # Nor need it: TFDS stores prepared splits in a shuffled order (its writer orders examples
+  # by a hash of their key), so the listing order is not name-sorted.
+  random_access = False
 
   def list_pairs(self, split: str) -> list[base.SourcePair]:
     ids = _read(self.data_dir, split).map(lambda example: example["image_id"])
