@@ -88,7 +88,7 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
     **method_options: The method's hyper-parameters over `TINY_METHOD_OPTIONS`.
   """
   tf.keras.utils.set_random_seed(seed)
-  net = tiny_generator(generator, num_classes=NUM_CLASSES, freeze_bn=True)
+  net = tiny_generator(generator, num_classes=NUM_CLASSES, bn_mode="frozen")
   return build_training_model(net, tiny_method(method, **method_options),
                               num_classes=NUM_CLASSES,
                               head_variables=models.split_head_variables(net)[1],
@@ -132,7 +132,7 @@ def write_tiny_tfrecords(directory: str) -> dict[str, str]:
 
 # Flags that make `python -m tfdaseg.train` tiny (with write_tiny_tfrecords' patterns).
 TINY_TRAIN_FLAGS = [
-    "--blocks=1,1,1,1", "--base_width=4", "--nofreeze_bn", "--discriminator_base_filters=4",
+    "--blocks=1,1,1,1", "--base_width=4", "--bn_mode=train", "--discriminator_base_filters=4",
     "--input_size=32,32", "--input_size_target=32,32", "--num_steps=20", "--num_steps_stop=4",
     "--save_pred_every=2", "--summary_every=1", "--image_summary_every=2", "--strategy=one_device",
     "--learning_rate=2.5e-4", "--learning_rate_d=1e-3",

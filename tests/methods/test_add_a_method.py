@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import training as helpers
+from tfdaseg.evaluation.loading import load_model
 from tfdaseg.run_folder import list_checkpoints, read_generator_spec, restore_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +57,11 @@ def test_the_build_md_method_trains_through_the_cli(tfrecords, tmp_path):
   student, _ = restore_generator(model_dir, network="generator")
   assert any(np.abs(a - b).max() > 0 for a, b in zip(teacher.get_weights(),
                                                       student.get_weights()))
+  # Evaluation and export load the teacher; --network=generator overrides it.
+  for network, expected in ((None, teacher), ("generator", student)):
+    loaded = load_model("model_dir", model_dir, network=network)
+    for a, b in zip(loaded.generator.get_weights(), expected.get_weights()):
+      np.testing.assert_array_equal(a, b)
   # Its hyper-parameter is a checked flag like any other.
   bad = train(str(plugin_dir), str(tmp_path / "bad"), tfrecords, "--consistency_weight=-1")
   assert bad.returncode != 0

@@ -34,6 +34,7 @@ class LoadedModel:
     description: Where it came from, for logs and metrics.json.
     generator: The Keras model when there is one (export needs it); None for a SavedModel.
     model_dir: The run folder for a model_dir source (to iterate its checkpoints).
+    network: For a model_dir source: the checkpointed network loaded ("generator", "teacher").
   """
 
   forward: Forward
@@ -42,6 +43,7 @@ class LoadedModel:
   description: str
   generator: keras.Model | None = None
   model_dir: str | None = None
+  network: str = run_folder.GENERATOR
 
   def restore(self, checkpoint: str) -> None:
     """Loads another checkpoint of the same run into the generator.
@@ -51,7 +53,7 @@ class LoadedModel:
     """
     if self.model_dir is None or self.generator is None:
       raise ValueError(f"{self.description}: only a --model_dir run has checkpoints to restore")
-    run_folder.restore_generator_weights(self.generator, checkpoint)
+    run_folder.restore_generator_weights(self.generator, checkpoint, self.network)
     self.description = f"{self.model_dir} ({os.path.basename(checkpoint)})"
 
 
@@ -60,26 +62,30 @@ def _size(value) -> tuple[int, int] | None:
 
 
 @MODEL_SOURCES.register("model_dir")
-def load_model_dir(path: str, *, checkpoint: str | None = None,
-                   class_set: str | None = None) -> LoadedModel:
-  """A training run: generator.json plus the latest (or the given) checkpoint."""
-  generator, spec = run_folder.restore_generator(path, checkpoint)
+def load_model_dir(path: str, *, checkpoint: str | None = None, class_set: str | None = None,
+                   network: str | None = None) -> LoadedModel:
+  """A training run: generator.json plus the latest (or the given) checkpoint, loading the
+  run's inference network (its method's: the generator, or e.g. an EMA teacher) or `network`."""
+  spec = run_folder.read_generator_spec(path)
+  network = network or spec.get("inference_network", run_folder.GENERATOR)
+  generator, spec = run_folder.restore_generator(path, checkpoint, network)
   used = checkpoint or tf.train.latest_checkpoint(path)
   return LoadedModel(
       forward=keras_forward(generator),
       class_set=labels.get_class_set(class_set or spec["class_set"]),
       input_size=_size(spec.get("input_size")),
-      description=f"{path} ({os.path.basename(used)})",
+      description=f"{path} ({os.path.basename(used)}, {network})",
       generator=generator,
       model_dir=path,
+      network=network,
   )
 
 
 @MODEL_SOURCES.register("model")
-def load_keras_file(path: str, *, checkpoint: str | None = None,
-                    class_set: str | None = None) -> LoadedModel:
+def load_keras_file(path: str, *, checkpoint: str | None = None, class_set: str | None = None,
+                    network: str | None = None) -> LoadedModel:
   """A `.keras` file; class set and input size come from an export.json beside it, if any."""
-  del checkpoint  # a .keras file holds one set of weights
+  del checkpoint, network  # a .keras file holds one network's weights
   import tfdaseg.models  # noqa: F401  (registers the layers the file names)
 
   if not tf.io.gfile.exists(path):
@@ -100,10 +106,10 @@ def load_keras_file(path: str, *, checkpoint: str | None = None,
 
 
 @MODEL_SOURCES.register("saved_model")
-def load_saved_model(path: str, *, checkpoint: str | None = None,
-                     class_set: str | None = None) -> LoadedModel:
+def load_saved_model(path: str, *, checkpoint: str | None = None, class_set: str | None = None,
+                     network: str | None = None) -> LoadedModel:
   """A SavedModel written by `tfdaseg.export` (its `generator` and metadata endpoints)."""
-  del checkpoint
+  del checkpoint, network
   try:
     module = tf.saved_model.load(path)
   except (OSError, tf.errors.NotFoundError) as e:
@@ -123,7 +129,7 @@ def load_saved_model(path: str, *, checkpoint: str | None = None,
 
 
 def load_model(source: str, path: str, *, checkpoint: str | None = None,
-               class_set: str | None = None) -> LoadedModel:
+               class_set: str | None = None, network: str | None = None) -> LoadedModel:
   """Loads a generator from a registered source.
 
   Args:
@@ -131,8 +137,10 @@ def load_model(source: str, path: str, *, checkpoint: str | None = None,
     path: The run folder, .keras file or SavedModel folder.
     checkpoint: For a model_dir: a checkpoint prefix instead of the latest.
     class_set: Overrides the class set the source records (needed for a bare .keras file).
+    network: For a model_dir: the network to load instead of the run's inference network.
 
   Returns:
     The `LoadedModel`.
   """
-  return MODEL_SOURCES.get(source)(path, checkpoint=checkpoint, class_set=class_set)
+  return MODEL_SOURCES.get(source)(path, checkpoint=checkpoint, class_set=class_set,
+                                   network=network)

@@ -19,6 +19,7 @@ from absl import flags
 
 from tfdaseg import methods, models
 from tfdaseg.data import labels
+from tfdaseg.models.batch_norm import BN_MODES
 from tfdaseg.training import inputs
 from tfdaseg.training.loop import LoopConfig
 from tfdaseg.training.model import OptimizationConfig
@@ -38,7 +39,7 @@ class ModelConfig:
     model: Registry name of the generator.
     blocks: Bottlenecks per ResNet stage (None: the model's).
     base_width: Backbone base width (None: the model's).
-    freeze_bn: Inference-mode BatchNorm.
+    bn_mode: BatchNorm behaviour in training (`tfdaseg.models.batch_norm`).
     aspp_compat: Classifier-head variant.
     model_options: Further build options.
     init_weights: Local ImageNet .h5 for the backbone.
@@ -53,8 +54,10 @@ class ModelConfig:
                                          "model's.")
   base_width: int | None = field(None, "Backbone base width; reference 64. Default: the "
                                  "model's.", minimum=1)
-  freeze_bn: bool = field(True, "Freeze BatchNorm (inference-mode statistics; use --nofreeze_bn "
-                          "when training from scratch).")
+  bn_mode: str = field("reference", "BatchNorm in training: reference (batch statistics, "
+                       "running statistics updated with torch's momentum 0.1, gamma/beta fixed: "
+                       "AdaptSegNet's and ADVENT's model.train()), frozen (inference mode) or "
+                       "train (everything trained, from scratch).", choices=BN_MODES)
   aspp_compat: str = field("adaptsegnet", "Classifier heads: 'adaptsegnet' sums rates 6,12 (the "
                            "AdaptSegNet code and checkpoints), 'full' sums 6/12/18/24 (ADVENT).",
                            choices=("adaptsegnet", "full"))
@@ -202,7 +205,7 @@ class TrainConfig:
   def generator_options(self) -> dict:
     """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`)."""
     options = {"num_classes": self.model_class_set.num_classes,
-               "freeze_bn": self.model.freeze_bn, "aspp_compat": self.model.aspp_compat}
+               "bn_mode": self.model.bn_mode, "aspp_compat": self.model.aspp_compat}
     if self.model.blocks is not None:
       options["blocks"] = self.model.blocks
     if self.model.base_width is not None:
