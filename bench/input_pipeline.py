@@ -191,7 +191,7 @@ def main(argv: list[str]) -> None:
     results.append({
         "bench": "input_pipeline",
         "size": f"{case.input_size[0]}x{case.input_size[1]}",
-        # make_dataset's default filter (bilinear); the plain loader uses PIL BICUBIC.
+        # make_dataset's default filter (bicubic); the plain loader uses PIL BICUBIC.
         "tfdaseg_images_per_s": round(ours, 2),
         "plain_images_per_s": round(plain, 2),
         "speedup": round(ours / plain, 2),

@@ -88,6 +88,8 @@ def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -
     method = methods.build("adaptsegnet", num_classes=NUM_CLASSES)
     model = build_training_model(generator, method, num_classes=NUM_CLASSES,
                                  head_variables=models.split_head_variables(generator)[1],
+                                 head_lr_multiplier=models.head_learning_rate_multiplier(
+                                     generator),
                                  config=OptimizationConfig(), precision=PRECISIONS[precision],
                                  jit_compile=xla)
   step_fn = loop.distributed_step(model, strategy, iter_size=1)

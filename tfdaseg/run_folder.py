@@ -113,6 +113,6 @@ def restore_generator_weights(generator: keras.Model, checkpoint: str,
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
-    raise ValueError(f"{checkpoint}: does not hold every weight of network {network!r}, the "
-                     f"rest would stay random ({str(e)[:300]})") from None
+    raise ValueError(f"{checkpoint}: does not hold every weight of the {network}, the rest "
+                     f"would stay random ({str(e)[:300]})") from None
   status.expect_partial()

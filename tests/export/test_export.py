@@ -123,7 +123,8 @@ def test_tflite_export_runs_like_the_saved_model(model, tmp_path):
   runner = interpreter.get_signature_runner("serving_default")
   images = helpers.random_images(1, height=40, width=72)
   served = runner(images=images)
-  expected = _in_process(model, images)["labels"].numpy()
+  # TFLite has no antialiased bicubic resize: the export resizes bilinearly.
+  expected = _in_process(model, images, resize="bilinear")["labels"].numpy()
   assert served["labels"].shape == (1, 40, 72)
   # Float kernels differ a little between TFLite and TF: allow rare argmax ties to flip.
   assert np.mean(served["labels"] == expected) > 0.99

@@ -96,9 +96,11 @@ def check_resume_identity(model, name: str, options: dict, batch: dict, director
 
 @functools.cache
 def two_cpu_strategy() -> tf.distribute.MirroredStrategy:
-  """One MirroredStrategy over the two logical CPUs for the whole test process: collective
-  instance keys of several strategies in one process collide (shape-mismatch aborts)."""
-  return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+  """A MirroredStrategy over the two logical CPUs that reduces without collective ops: the
+  collective instance keys of several strategies in one test process collide (shape-mismatch
+  aborts), whichever test created them."""
+  return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"],
+                                        cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def check_two_replicas(name: str, options: dict, arrays: dict) -> None:

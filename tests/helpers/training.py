@@ -92,6 +92,7 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
   return build_training_model(net, tiny_method(method, **method_options),
                               num_classes=NUM_CLASSES,
                               head_variables=models.split_head_variables(net)[1],
+                              head_lr_multiplier=models.head_learning_rate_multiplier(net),
                               config=optimizer, precision=precision, jit_compile=jit_compile,
                               random_seed=seed)
 

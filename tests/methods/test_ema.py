@@ -39,6 +39,7 @@ def distillation_model():
   return build_training_model(generator, Distillation(methods.MethodConfig(), helpers.NUM_CLASSES),
                               num_classes=helpers.NUM_CLASSES,
                               head_variables=models.split_head_variables(generator)[1],
+                              head_lr_multiplier=10.0,
                               config=helpers.TINY_OPTIMIZER)
 
 

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,6 +68,20 @@ def test_bad_data_exits_with_the_flag_and_the_problem(tfrecords, tmp_path):
   with pytest.raises(SystemExit, match="--model=deeplab_v2_resnet101_single: .*--levels=single"):
     run_main(*args, *helpers.TINY_TRAIN_FLAGS, "--model=deeplab_v2_resnet101_single")
   assert not list_checkpoints(str(tmp_path))
+
+
+def test_a_truncated_shard_is_named_before_training(tfrecords, tmp_path):
+  copy = tmp_path / "tfrecords"
+  shutil.copytree(os.path.dirname(tfrecords["source_train"]), copy)
+  shard = sorted(glob.glob(str(copy / "gta5-train-*.tfrecord")))[0]
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) - 100)
+  with pytest.raises(SystemExit, match=r"(?s)--source_train=.*gta5-train-00000-of-00002"
+                                       r"\.tfrecord.*truncated"):
+    run_main(f"--flagfile={CONFIG}", f"--model_dir={tmp_path / 'run'}",
+             *(f"--{k}={v}" for k, v in tfrecords.items()),
+             f"--source_train={copy}/gta5-train-*.tfrecord", *helpers.TINY_TRAIN_FLAGS)
+  assert not os.path.exists(tmp_path / "run" / "checkpoint")
 
 
 def test_flags_do_not_clash_with_the_evaluation_commands():

@@ -19,6 +19,7 @@ from absl import flags
 
 from tfdaseg import methods, models
 from tfdaseg.data import labels
+from tfdaseg.data.resizing import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from tfdaseg.models.batch_norm import BN_MODES
 from tfdaseg.training import inputs
 from tfdaseg.training.loop import LoopConfig
@@ -78,6 +79,7 @@ class DataConfig:
     num_classes: Optional check of the class count.
     target_val: Labelled target split scored every --eval_every steps.
     batch_size: Global batch of every stream without its own --{stream}_batch_size.
+    interpolation: Image resize filter of training and validation.
   """
 
   class_set: str = field("19", "Class set of the source data and the generator (reference: 19 "
@@ -92,6 +94,10 @@ class DataConfig:
                                  "--eval_every steps (mIoU), to pick the best snapshot.")
   batch_size: int = field(1, "Global batch per sub-batch of every stream (reference 1).",
                           minimum=1)
+  interpolation: str = field(DEFAULT_INTERPOLATION, "Image resize filter of the training streams "
+                             "and validation: bicubic (antialiased, like the reference's PIL "
+                             "BICUBIC) or bilinear (cheaper, aliases when shrinking).",
+                             choices=tuple(INTERPOLATIONS))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,9 @@ import tensorflow as tf
 from absl import flags
 
 from tfdaseg import methods
-from tfdaseg.data import labels, pipeline
+from tfdaseg.data import integrity, labels, pipeline
 from tfdaseg.data.augment import AugmentConfig
+from tfdaseg.data.resizing import DEFAULT_INTERPOLATION
 from tfdaseg.methods import SOURCE, TARGET, Method
 from tfdaseg.training.loop import DatasetFn, Preview
 from tfdaseg.utils.config_fields import ConfigError
@@ -196,6 +197,10 @@ def check_split(flag: str, pattern: str, class_set: labels.ClassSet,
                     f"--target_class_set)")
   if not manifest.get("count"):
     raise DataError(f"--{flag}={pattern}: the manifest lists no images")
+  try:
+    integrity.check_shards(pattern)
+  except (FileNotFoundError, ValueError) as e:
+    raise DataError(f"--{flag}={pattern}: {e}") from None
   if needs_labels and not manifest.get("labelled", True):
     raise DataError(f"--{flag}={pattern}: the split was converted without labels "
                     "(--unlabeled) but this run needs its labels")
@@ -212,22 +217,25 @@ def check_streams(streams: Mapping[str, StreamConfig]) -> None:
     check_split(stream.flag, stream.pattern, stream.class_set, needs_labels=stream.labelled)
 
 
-def training_dataset_fn(streams: Mapping[str, StreamConfig]) -> DatasetFn:
-  """A `DatasetFn`: every stream at its size and global batch size, zipped."""
+def training_dataset_fn(streams: Mapping[str, StreamConfig],
+                        interpolation: str = DEFAULT_INTERPOLATION) -> DatasetFn:
+  """A `DatasetFn`: every stream at its size and global batch size, zipped; images resized with
+  `interpolation` ("bicubic" like the reference's PIL, or "bilinear")."""
 
   def build(context: tf.distribute.InputContext, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.zip({
         name: pipeline.make_dataset(stream.pattern, class_set=stream.class_set.name,
                                     image_size=stream.size, batch_size=stream.batch_size,
                                     training=True, seed=seed + index, augment=stream.augment,
-                                    input_context=context)
+                                    input_context=context, interpolation=interpolation)
         for index, (name, stream) in enumerate(streams.items())})
 
   return build
 
 
-def validation_dataset_fn(pattern: str, class_set: labels.ClassSet,
-                          size: tuple[int, int]) -> Callable[[], tf.data.Dataset]:
+def validation_dataset_fn(pattern: str, class_set: labels.ClassSet, size: tuple[int, int],
+                          interpolation: str = DEFAULT_INTERPOLATION
+                          ) -> Callable[[], tf.data.Dataset]:
   """The --target_val split at the target input size, labels at full size, one pass.
 
   Raises:
@@ -235,7 +243,8 @@ def validation_dataset_fn(pattern: str, class_set: labels.ClassSet,
   """
   check_split("target_val", pattern, class_set, needs_labels=True)
   return lambda: pipeline.make_dataset(pattern, class_set=class_set.name, image_size=size,
-                                       label_size=None, batch_size=1, training=False)
+                                       label_size=None, batch_size=1, training=False,
+                                       interpolation=interpolation)
 
 
 def preview(dataset_fn: DatasetFn, palette: tuple, seed: int) -> Preview:

@@ -284,7 +284,7 @@ def build_networks(method: Method, generator: keras.Model, num_classes: int,
 
 def build_training_model(generator: keras.Model, method: Method, *, num_classes: int,
                          head_variables: Sequence, config: OptimizationConfig,
-                         head_lr_multiplier: float = 10.0, precision: str = "none",
+                         head_lr_multiplier: float, precision: str = "none",
                          jit_compile: bool = False, random_seed: int = 0,
                          network_builder: NetworkBuilder = models.build) -> DomainAdaptationModel:
   """Assembles a `DomainAdaptationModel` with the reference's optimisers; call inside the scope.
@@ -296,7 +296,8 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
     head_variables: The generator's head variables (trained at `head_lr_multiplier` x the
       base rate).
     config: The generator's optimiser and the shared schedule.
-    head_lr_multiplier: The heads' learning-rate factor (the reference's 10x param group).
+    head_lr_multiplier: The heads' learning-rate factor
+      (`tfdaseg.models.head_learning_rate_multiplier`: the ResNets' 10x param group, 1 for VGG).
     precision: The `--mixed_precision` value (float16 gets loss scaling).
     jit_compile: XLA for the loss-and-gradient core.
     random_seed: Base of the per-step stateless seeds.

@@ -88,7 +88,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
   if config.loop.eval_every:
     validator = Validator(
         inputs.validation_dataset_fn(config.data.target_val, config.target_classes,
-                                     config.target_size),
+                                     config.target_size, config.data.interpolation),
         config.target_classes, config.model_class_set)
   with strategy.scope():
     try:
@@ -97,6 +97,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
       model = build_training_model(
           generator, method, num_classes=config.model_class_set.num_classes,
           head_variables=models.split_head_variables(generator)[1],
+          head_lr_multiplier=models.head_learning_rate_multiplier(generator),
           config=config.optimization, precision=runtime.mixed_precision,
           jit_compile=resolve_xla(runtime.xla, strategy), random_seed=config.loop.random_seed)
     except (TypeError, ValueError) as e:
@@ -105,7 +106,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
   if is_chief(strategy):
     write_generator_spec(config.model_dir, generator, config.data.class_set, config.target_size,
                          inference_network=method.inference_network)
-  dataset_fn = inputs.training_dataset_fn(config.streams)
+  dataset_fn = inputs.training_dataset_fn(config.streams, config.data.interpolation)
   preview = None
   if config.loop.image_summary_every:
     preview = inputs.preview(dataset_fn, config.model_class_set.palette, config.loop.random_seed)
