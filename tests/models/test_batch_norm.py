@@ -122,13 +122,6 @@ def test_reference_generator_round_trip(tmp_path):
       v.path for v in model.trainable_variables]
 
 
-@pytest.fixture
-def mixed_bfloat16():
-  keras.mixed_precision.set_global_policy("mixed_bfloat16")
-  yield
-  keras.mixed_precision.set_global_policy("float32")
-
-
 def test_reference_mode_in_mixed_bfloat16(mixed_bfloat16):
   model = model_helpers.tiny_generator(bn_mode="reference")
   model_helpers.randomise_batch_norm(model)

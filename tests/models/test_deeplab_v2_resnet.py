@@ -84,13 +84,6 @@ def test_serialised_config_rebuilds_the_model():
   assert len(rebuilt.weights) == len(model.weights)
 
 
-@pytest.fixture
-def mixed_bfloat16():
-  keras.mixed_precision.set_global_policy("mixed_bfloat16")
-  yield
-  keras.mixed_precision.set_global_policy("float32")
-
-
 def test_mixed_bfloat16_forward_and_gradients(mixed_bfloat16):
   model = model_helpers.tiny_generator(bn_mode="train")
   x = model_helpers.random_image(33, 33)
