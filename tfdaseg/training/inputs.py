@@ -106,7 +106,7 @@ def define_stream_flags(fv: flags.FlagValues) -> None:
   for stream, domain in declared_streams().items():
     flags.DEFINE_string(stream_flag(stream, "train"), None, f"TFRecord file pattern of the "
                         f"{stream} stream (e.g. data/gta5-train-*.tfrecord).", **d)
-    default_size = DOMAIN_SIZES[stream] if stream in DOMAIN_SIZES else None
+    default_size = DOMAIN_SIZES.get(stream)
     flags.DEFINE_string(stream_flag(stream, "size"), default_size and "%d,%d" % default_size,
                         f"Training size W,H of the {stream} stream (default: the {domain} "
                         "domain's; reference 1280,720 for GTA5, 1024,512 for Cityscapes).", **d)

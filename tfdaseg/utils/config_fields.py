@@ -200,7 +200,3 @@ def check(instance: Any) -> None:
       if meta[key] is not None and not holds(value, meta[key]):
         raise ConfigError(f"--{name}={value} must be {sign} {meta[key]:g}")
 
-
-def describe(instance: Any) -> dict:
-  """The flag -> value dict of `instance`'s fields (for logs and run records)."""
-  return {flag_name(f): getattr(instance, f.name) for f in config_fields(type(instance))}
