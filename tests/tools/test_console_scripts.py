@@ -28,3 +28,24 @@ def test_help_lists_the_command_flags(script):
   listed = {line.split(":")[0].strip().replace("--[no]", "--")
             for line in result.stdout.splitlines() if line.startswith("  --")}
   assert set(_EXPECTED_FLAGS[script]) <= listed, result.stdout
+
+
+# Command -> (arguments, the one error line it must end with); {tmp} is an empty folder.
+_BAD_INPUTS = {
+    "tfdaseg.train": (["--flagfile={tmp}/missing.cfg"],
+                      "tfdaseg.train: error: Unable to open flagfile: [Errno 2] No such file or "
+                      "directory: '{tmp}/missing.cfg'"),
+    "tfdaseg.evaluate": (["--model_dir={tmp}", "--data={tmp}/x-*.tfrecord"],
+                         "tfdaseg.evaluate: error: {tmp}/generator.json: no such file"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(_BAD_INPUTS))
+def test_bad_inputs_end_with_one_line_naming_the_file(command, tmp_path):
+  arguments, expected = _BAD_INPUTS[command]
+  result = subprocess.run([sys.executable, "-m", command,
+                           *(a.format(tmp=tmp_path) for a in arguments)],
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)

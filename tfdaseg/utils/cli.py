@@ -12,6 +12,33 @@ from typing import Callable, Sequence
 from absl import app, flags
 
 
+def command_name(main: Callable) -> str:
+  """The dotted name a user runs (`tfdaseg.evaluate`), also under `python -m`."""
+  module = main.__module__
+  if module == "__main__":
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name if spec else module
+  return module
+
+
+def _parse(argv: list[str], flag_values: flags.FlagValues, command: str) -> list[str]:
+  # A flagfile that cannot be read, or a flag that does not parse: one line, not a traceback.
+  try:
+    return flag_values(argv)
+  except flags.Error as e:
+    raise SystemExit(f"{command}: error: {str(e).replace('ERROR:: ', '')}") from None
+
+
+def _one_line_errors(main: Callable[[list[str]], object], command: str) -> Callable:
+  # Missing inputs end with one line naming the file (our FileNotFoundErrors name it).
+  def guarded(argv: list[str]):
+    try:
+      return main(argv)
+    except FileNotFoundError as e:
+      raise SystemExit(f"{command}: error: {e}") from None
+  return guarded
+
+
 def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> None:
   """Runs `main` under `absl.app` with `flag_values` parsed from the command line.
 
@@ -25,12 +52,14 @@ def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) ->
   for name in flag_values:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
+  command = command_name(main)
+
   def parse(argv: list[str]) -> list[str]:
-    remaining = flags.FLAGS(argv)
+    remaining = _parse(argv, flags.FLAGS, command)
     flag_values.mark_as_parsed()
     return remaining
 
-  app.run(main, flags_parser=parse)
+  app.run(_one_line_errors(main, command), flags_parser=parse)
 
 
 def run_with_key_flags(main: Callable[[list[str]], object], modules: Sequence[str]) -> None:
@@ -47,4 +76,6 @@ def run_with_key_flags(main: Callable[[list[str]], object], modules: Sequence[st
   for module in modules:
     for flag in flags.FLAGS.get_key_flags_for_module(module):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  command = command_name(main)
+  app.run(_one_line_errors(main, command),
+          flags_parser=lambda argv: _parse(argv, flags.FLAGS, command))
