@@ -66,9 +66,8 @@ def load_model_dir(path: str, *, checkpoint: str | None = None, class_set: str |
                    network: str | None = None) -> LoadedModel:
   """A training run: generator.json plus the latest (or the given) checkpoint, loading the
   run's inference network (its method's: the generator, or e.g. an EMA teacher) or `network`."""
-  spec = run_folder.read_generator_spec(path)
-  network = network or spec.get("inference_network", run_folder.GENERATOR)
   generator, spec = run_folder.restore_generator(path, checkpoint, network)
+  network = network or spec.get("inference_network", run_folder.GENERATOR)
   used = checkpoint or tf.train.latest_checkpoint(path)
   return LoadedModel(
       forward=keras_forward(generator),
