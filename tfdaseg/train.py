@@ -12,6 +12,7 @@ flags only when this command runs.
 from absl import app, flags
 
 from tfdaseg.training import config as train_config
+from tfdaseg.training.determinism import restart_without_onednn
 from tfdaseg.training import runner
 from tfdaseg.training.inputs import DataError
 from tfdaseg.training.loop import NonFiniteLossError
@@ -26,10 +27,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    runner.run(train_config.TrainConfig.from_flags(FLAGS))
+    config = train_config.TrainConfig.from_flags(FLAGS)
+    if config.runtime.deterministic:
+      restart_without_onednn()
+    runner.run(config)
   except (train_config.ConfigError, DataError, FileNotFoundError, NonFiniteLossError) as e:
     raise SystemExit(f"tfdaseg.train: error: {e}") from None
-
 
 
 def run() -> None:

@@ -1,13 +1,12 @@
 """Tiny trainers, in-memory and TFRecord data, and a worker process for the training tests.
 
 Run as `python -m tests.helpers.training --model_dir=... --steps=N [--strategy=multi_worker]`
-it trains the tiny model in its own process (multi-worker and kill/resume tests).
+it trains the tiny model in its own process (the multi-worker test).
 """
 
 import argparse
 import dataclasses
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -140,23 +139,8 @@ TINY_TRAIN_FLAGS = [
 ]
 
 
-def stalled_after_first_segment(fn: loop.DatasetFn, first_seed: int) -> loop.DatasetFn:
-  """`fn` whose input hangs from the second checkpoint segment on (its seed differs from the
-  first's): a run of it writes its first checkpoint, then waits to be killed."""
-  def hang(element):
-    pause = tf.ensure_shape(tf.py_function(lambda: time.sleep(3600) or 0.0, [], tf.float32), [])
-    return tf.nest.map_structure(
-        lambda t: t + tf.cast(pause * 0.0, t.dtype) if t.dtype.is_floating else t, element)
-
-  def build(context, seed):
-    dataset = fn(context, seed)
-    return dataset if seed == first_seed else dataset.map(hang)
-
-  return build
-
-
 def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy | None = None,
-               save_every: int = 2, global_batch: int = 2, stall: bool = False,
+               save_every: int = 2, global_batch: int = 2,
                **loop_options) -> tuple[DomainAdaptationModel, loop.TrainResult]:
   """Trains a tiny AdaptSegNet model on in-memory data to `steps` (resuming from `model_dir`).
 
@@ -166,7 +150,6 @@ def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy |
     strategy: Default one CPU device.
     save_every: Checkpoint period.
     global_batch: Images per stream and step.
-    stall: Hang after the first checkpoint (`stalled_after_first_segment`).
     **loop_options: Further `loop.LoopConfig` fields.
 
   Returns:
@@ -177,29 +160,21 @@ def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy |
     model = tiny_model("adaptsegnet")
   config = loop.LoopConfig(num_steps_stop=steps, save_pred_every=save_every,
                            **{"summary_every": 0, **loop_options})
-  data = dataset_fn(stream_arrays(), global_batch)
-  if stall:
-    data = stalled_after_first_segment(data, config.random_seed)
-  return model, loop.train(model, strategy, data, model_dir, config)
+  return model, loop.train(model, strategy, dataset_fn(stream_arrays(), global_batch), model_dir,
+                           config)
 
 
 def _worker_main() -> None:
-  """A training process for the multi-worker and kill/resume tests (run with `-m`)."""
+  """A training process for the multi-worker test (run with `-m`)."""
   parser = argparse.ArgumentParser()
   parser.add_argument("--model_dir", required=True)
   parser.add_argument("--steps", type=int, required=True)
   parser.add_argument("--strategy", default="one_device", choices=["one_device", "multi_worker"])
-  parser.add_argument("--stall", action="store_true",
-                      help="hang after the first checkpoint (to be killed)")
-  parser.add_argument("--deterministic", action="store_true")
   parser.add_argument("--weights_out")
   args = parser.parse_args()
-  if args.deterministic:
-    tf.config.experimental.enable_op_determinism()
   strategy = (tf.distribute.MultiWorkerMirroredStrategy() if args.strategy == "multi_worker"
               else tf.distribute.OneDeviceStrategy("/cpu:0"))
-  model, _ = train_tiny(args.model_dir, args.steps, strategy=strategy, stall=args.stall,
-                        summary_every=1)
+  model, _ = train_tiny(args.model_dir, args.steps, strategy=strategy, summary_every=1)
   if args.weights_out:
     np.savez(args.weights_out, *weights(model))
 

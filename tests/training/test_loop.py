@@ -3,12 +3,9 @@
 import glob
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -30,42 +27,6 @@ def test_mirrored_matches_one_device_with_the_same_global_batch(tmp_path):
   initial = helpers.weights(helpers.tiny_model("adaptsegnet"))
   assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(helpers.weights(one), initial))
   helpers.assert_weights_close(helpers.weights(mirrored), helpers.weights(one), atol=1e-5)
-
-
-def kill_at_checkpoint(process: subprocess.Popen, model_dir: str, step: int) -> threading.Thread:
-  """Starts a thread that SIGKILLs `process` as soon as checkpoint `step` appears."""
-  def watch():
-    deadline = time.time() + 180
-    while process.poll() is None and time.time() < deadline:
-      if glob.glob(os.path.join(model_dir, f"ckpt-{step}.index")):
-        process.send_signal(signal.SIGKILL)
-        return
-      time.sleep(0.05)
-  thread = threading.Thread(target=watch, daemon=True)
-  thread.start()
-  return thread
-
-
-def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
-  steps, killed_dir = 4, str(tmp_path / "killed")
-  process = subprocess.Popen(
-      [sys.executable, "-m", "tests.helpers.training", f"--model_dir={killed_dir}",
-       f"--steps={steps}", "--stall", "--deterministic"],
-      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  watcher = kill_at_checkpoint(process, killed_dir, 2)
-  reference, _ = helpers.train_tiny(str(tmp_path / "reference"), steps)
-  watcher.join()
-  _, errors = process.communicate()
-  assert process.returncode == -signal.SIGKILL, errors[-3000:]
-  done = [step for step, _ in list_checkpoints(killed_dir)]
-  assert done == [2], f"killed too late: checkpoints {done}"
-  resumed, result = helpers.train_tiny(killed_dir, steps)
-  assert (result.start_step, result.step) == (2, steps)
-  helpers.assert_weights_close(helpers.weights(resumed), helpers.weights(reference), atol=1e-6)
-  # Once finished, the same run does nothing.
-  _, again = helpers.train_tiny(killed_dir, steps)
-  assert (again.start_step, again.step) == (steps, steps)
-  assert [step for step, _ in list_checkpoints(killed_dir)] == [2, 4]
 
 
 def nan_after_first_segment(fn: loop.DatasetFn, first_seed: int) -> loop.DatasetFn:

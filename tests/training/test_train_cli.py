@@ -4,10 +4,16 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from typing import Callable
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from tests.helpers import training as helpers
@@ -89,3 +95,60 @@ def test_flags_do_not_clash_with_the_evaluation_commands():
   # own FlagValues so that one process can import both.
   import tfdaseg.evaluate  # noqa: F401
   assert train.FLAGS["model_dir"] is not flags.FLAGS["model_dir"]
+
+
+def kill_when(process: subprocess.Popen, condition: Callable[[], bool], delay: float = 0.0) -> None:
+  """SIGKILLs `process` `delay` seconds after `condition()` first holds (polled every 2 ms)."""
+  def watch():
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+      if condition():
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        return
+      time.sleep(0.002)
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def checkpoint_tensors(prefix: str) -> dict[str, np.ndarray]:
+  reader = tf.train.load_checkpoint(prefix)
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def test_killed_runs_resume_to_the_bit_identical_weights_of_an_uninterrupted_run(tfrecords,
+                                                                                  tmp_path):
+  # The same command, --deterministic, killed with SIGKILL during a step and during a checkpoint
+  # write, re-run each time: its last checkpoint holds exactly the tensors (weights, BN
+  # statistics, optimiser slots, step) of the uninterrupted run's.
+  def command(model_dir):
+    return train_command(model_dir, tfrecords, "--deterministic", "--num_steps_stop=8",
+                         "--image_summary_every=0")
+
+  reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
+  reference = subprocess.Popen(command(reference_dir), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+  written = lambda step: os.path.exists(os.path.join(killed_dir, f"ckpt-{step}.index"))
+  kill_points = {
+      "during step 3": (lambda: written(2), 0.2),
+      "during the write of checkpoint 4": (
+          lambda: bool(glob.glob(os.path.join(killed_dir, "ckpt-4_temp*"))) or written(4), 0.0),
+  }
+  resumed_from = []
+  for point, (condition, delay) in kill_points.items():
+    resumed_from.append([step for step, _ in list_checkpoints(killed_dir)][-1:])
+    process = subprocess.Popen(command(killed_dir), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    kill_when(process, condition, delay)
+    _, errors = process.communicate(timeout=600)
+    assert process.returncode == -signal.SIGKILL, f"not killed {point}: {errors[-3000:]}"
+  final = subprocess.run(command(killed_dir), cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert final.returncode == 0, final.stderr[-3000:]
+  _, errors = reference.communicate(timeout=600)
+  assert reference.returncode == 0, errors[-3000:]
+  assert resumed_from[0] == [] and resumed_from[1] == [2], resumed_from
+  expected = checkpoint_tensors(os.path.join(reference_dir, "ckpt-8"))
+  actual = checkpoint_tensors(os.path.join(killed_dir, "ckpt-8"))
+  assert sorted(actual) == sorted(expected)
+  different = [name for name in expected if not np.array_equal(actual[name], expected[name])]
+  assert not different, f"{len(different)} of {len(expected)} tensors differ: {different[:5]}"

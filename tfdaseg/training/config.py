@@ -118,8 +118,9 @@ class RuntimeConfig:
                    "CPU (slower there).", choices=("auto", "on", "off"))
   mixed_precision: str = field("none", "Compute precision; float16 uses dynamic loss scaling.",
                                choices=tuple(POLICIES))
-  deterministic: bool = field(False, "Deterministic ops "
-                              "(tf.config.experimental.enable_op_determinism); slower.")
+  deterministic: bool = field(False, "Bit-identical checkpoints for the same command on the "
+                              "same machine: op determinism, one inter-op thread, oneDNN's "
+                              "custom CPU ops off (tfdaseg.training.determinism); slower.")
 
 
 # Sections whose flags are generated from their fields (name on TrainConfig -> class).

@@ -10,6 +10,7 @@ from tfdaseg import models
 from tfdaseg.training import inputs, loop
 from tfdaseg.run_folder import list_checkpoints, write_generator_spec
 from tfdaseg.training.config import ConfigError, ModelConfig, TrainConfig, validate
+from tfdaseg.training.determinism import enable_determinism
 from tfdaseg.training.model import build_training_model
 from tfdaseg.training.precision import set_precision
 from tfdaseg.training.strategies import build_strategy, is_chief, resolve_xla
@@ -72,10 +73,10 @@ def run(config: TrainConfig) -> loop.TrainResult:
                  done, config.loop.num_steps_stop)
     return loop.TrainResult(done, done, 0.0, {})
   runtime = config.runtime
+  if runtime.deterministic:
+    enable_determinism()
   set_precision(runtime.mixed_precision)
   keras.utils.set_random_seed(config.loop.random_seed)
-  if runtime.deterministic:
-    tf.config.experimental.enable_op_determinism()
   strategy = build_strategy(runtime.strategy)
   replicas = strategy.num_replicas_in_sync
   for stream in config.streams.values():
