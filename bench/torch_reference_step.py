@@ -13,8 +13,11 @@ reference does.
 
 Prints progress on stderr, then one JSON object:
   {"bench": "torch_reference_step", "size": "320x160", "threads": 2, "s_per_step_median": ...}
+With --serve it stays warm for `bench/train_step.py`: after the warm-up it prints one JSON line
+{"ready": ...}, then for every line N read from stdin runs N steps and prints {"times": [...]}.
 
 Usage: python bench/torch_reference_step.py [--steps=5] [--warmup=2] [--size=320x160] [--threads=2]
+                                            [--serve]
 """
 
 import argparse
@@ -105,18 +108,36 @@ def make_step(width, height):
   return step
 
 
+def serve(step, info: dict) -> None:
+  """The warm-worker protocol of bench/train_step.py: ready line, then N steps per stdin line."""
+  print(json.dumps({"ready": True, **info}), flush=True)
+  for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+      started = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - started)
+    print(json.dumps({"times": times}), flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--size", default="320x160", help="WxH of source and target images.")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--serve", action="store_true", help="Stay warm; time N steps per stdin line.")
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
   width, height = (int(v) for v in args.size.lower().split("x"))
   step = make_step(width, height)
   for _ in range(args.warmup):
     step()
+  if args.serve:
+    serve(step, {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "interop_threads": torch.get_num_interop_threads(),
+                 "mkldnn": torch.backends.mkldnn.is_available()})
+    return
   times = []
   for index in range(args.steps):
     started = time.time()

@@ -1,162 +1,243 @@
-"""Seconds per training step of multi-level AdaptSegNet (the reference's main experiment).
+"""Seconds per training step of multi-level AdaptSegNet against the PyTorch reference, interleaved.
 
-DeepLab-v2 ResNet-101 at full depth (frozen BatchNorm, as the reference), 19 classes, both
-discriminators, source and target at 320x160, batch 1: the exact step `tfdaseg.train` runs
-(`tfdaseg.training.loop.distributed_step`), on in-memory random batches so that only the step is
-timed. For each configuration (precision x XLA x replicas) the model is built, the step traced
-and warmed up, then the median of the timed steps is reported.
+The step is the one `tfdaseg.train` runs (`tfdaseg.training.loop.distributed_step`): DeepLab-v2
+ResNet-101 at full depth, 19 classes, both discriminators, source and target at 320x160, batch
+1, on in-memory random batches, with `--bn_mode=reference` by default: batch statistics in
+training, running statistics updated, gamma/beta fixed, as the reference's `model.train()` with
+frozen affine parameters (bench/torch_reference_step.py runs exactly that).
 
-Replicas 2 are two logical devices of this machine's CPU (MirroredStrategy), or two GPUs.
-With --torch_python (an interpreter that has torch, e.g. a separate venv with
-`pip install torch==2.13.0 numpy`), the PyTorch reference step (`bench/torch_reference_step.py`)
-is timed in the same run, before the TensorFlow configurations, and every record gets the
-reference's median and `speedup_vs_torch` (images/s over the reference's): the issue's goal is
->= 1.2 in fp32 and >= 1.6 in bf16 (one device, XLA off).
+Every configuration (precision x XLA x replicas) and the reference run in warm processes of their
+own, started (built, traced, warmed up) one after the other. Then `--rounds` rounds time
+`--steps` steps of each side in turn (the order rotates every round), so that a slow drift of a
+noisy machine lands on both sides of a round's ratio. Reported per configuration: the per-round
+medians, the per-round speedups over the reference (images/s over the reference's), their
+median and spread. The goal: >= 1.2 in fp32 and >= 2.0 in bf16 (one device, XLA off).
 
-Prints progress, then LAST one JSON object per configuration:
-  {"bench": "train_step", "model": "deeplab_v2_resnet101_multi", "size": "320x160", "batch": 1,
-   "precision": "fp32", "xla": false, "replicas": 1, "s_per_step_median": ...}
+Prints progress, then LAST one JSON object per configuration and one "environment" object:
+  {"bench": "train_step", "precision": "fp32", "xla": false, "replicas": 1,
+   "s_per_step_rounds": [...], "speedup_rounds": [...], "speedup_median": ..., ...}
 
-Usage: python bench/train_step.py [--quick] [--steps=5] [--warmup=2] [--torch_python=PYTHON]
+Usage: python bench/train_step.py [--quick] [--rounds=3] [--steps=3] [--warmup=2]
+                                  [--torch_python=PYTHON] [--bn_mode=reference]
+                                  [--deterministic=off|on|both]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
+  --torch_python: an interpreter with torch (a separate venv: `pip install torch==2.13.0 numpy`).
 """
 
 import itertools
 import json
 import os
+import platform
 import statistics
 import subprocess
+import sys
 import time
 
 from absl import app, flags, logging
-import keras
-import numpy as np
-import tensorflow as tf
-
-from tfdaseg import methods, models
-from tfdaseg.training import loop
-from tfdaseg.training.model import OptimizationConfig, build_training_model
-from tfdaseg.training.precision import set_precision
 
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per configuration.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side and round.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after tracing.")
 _SIZE = flags.DEFINE_string("size", "320x160", "WxH of source and target images.")
+_BN_MODE = flags.DEFINE_enum("bn_mode", "reference", ["reference", "frozen", "train"],
+                             "Generator BatchNorm mode (the reference runs `reference`).")
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", None, "A Python with torch installed: also time the PyTorch reference step "
-    "(bench/torch_reference_step.py) in this run and report speedups against it.")
+    "(bench/torch_reference_step.py) and report speedups against it.")
+_DETERMINISTIC = flags.DEFINE_enum(
+    "deterministic", "off", ["off", "on", "both"], "Run the steps as `--deterministic` does "
+    "(tfdaseg.training.determinism); `both` adds a deterministic twin of every configuration "
+    "and reports its cost per round.")
+_WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration "
+                              "'precision,xla,replicas,deterministic' as a warm worker.")
 
 MODEL = "deeplab_v2_resnet101_multi"
 NUM_CLASSES = 19
 BATCH = 1
 # JSON name -> --mixed_precision value.
 PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16"}
+REFERENCE = "torch"
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _devices(replicas: int) -> list[str]:
-  gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-  pool = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
-  if len(pool) < replicas:
-    raise RuntimeError(f"{replicas} replicas need {replicas} devices; found {pool}")
-  return pool[:replicas]
+def _size() -> tuple[int, int]:
+  width, height = (int(v) for v in _SIZE.value.lower().split("x"))
+  return width, height
 
 
-def _strategy(replicas: int) -> tf.distribute.Strategy:
-  devices = _devices(replicas)
-  if replicas == 1:
-    return tf.distribute.OneDeviceStrategy(devices[0])
-  return tf.distribute.MirroredStrategy(devices)
+def _serve(step, info: dict) -> None:
+  """The warm-worker protocol: one ready line, then N timed steps per stdin line."""
+  print(json.dumps({"ready": True, **info}), flush=True)
+  for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+      started = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - started)
+    print(json.dumps({"times": times}), flush=True)
 
 
-def _batches(width: int, height: int, replicas: int) -> tf.data.Dataset:
-  rng = np.random.default_rng(0)
-  batch_size = BATCH * replicas
-  element = {
-      stream: {"image": rng.normal(0, 50, (batch_size, height, width, 3)).astype(np.float32),
-               "label": rng.integers(0, NUM_CLASSES, (batch_size, height, width)).astype(np.int32)}
-      for stream in (methods.SOURCE, methods.TARGET)}
-  return tf.data.Dataset.from_tensors(element).repeat()
+def run_worker(precision: str, xla: bool, replicas: int, deterministic: bool) -> None:
+  """Builds, traces and warms up one configuration, then serves timed steps."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfdaseg.training.determinism import enable_determinism, onednn_custom_ops_enabled  # pylint: disable=g-import-not-at-top
+  if deterministic:
+    enable_determinism()
+  if replicas > 1 and not tf.config.list_physical_devices("GPU"):
+    # Logical CPU devices must exist before TensorFlow runs an op.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tfdaseg import methods, models  # pylint: disable=g-import-not-at-top
+  from tfdaseg.training import loop  # pylint: disable=g-import-not-at-top
+  from tfdaseg.training.model import OptimizationConfig, build_training_model  # pylint: disable=g-import-not-at-top
+  from tfdaseg.training.precision import set_precision  # pylint: disable=g-import-not-at-top
 
-
-def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -> dict:
-  """Builds the model for one configuration and returns its JSON record."""
+  width, height = _size()
   set_precision(PRECISIONS[precision])
   keras.utils.set_random_seed(0)
-  strategy = _strategy(replicas)
+  devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+             or [d.name for d in tf.config.list_logical_devices("CPU")])[:replicas]
+  strategy = (tf.distribute.OneDeviceStrategy(devices[0]) if replicas == 1
+              else tf.distribute.MirroredStrategy(devices))
   with strategy.scope():
-    generator = models.build(MODEL, num_classes=NUM_CLASSES)
+    generator = models.build(MODEL, num_classes=NUM_CLASSES, bn_mode=_BN_MODE.value)
     method = methods.build("adaptsegnet", num_classes=NUM_CLASSES)
-    model = build_training_model(generator, method, num_classes=NUM_CLASSES,
-                                 head_variables=models.split_head_variables(generator)[1],
-                                 head_lr_multiplier=models.head_learning_rate_multiplier(
-                                     generator),
-                                 config=OptimizationConfig(), precision=PRECISIONS[precision],
-                                 jit_compile=xla)
+    model = build_training_model(
+        generator, method, num_classes=NUM_CLASSES,
+        head_variables=models.split_head_variables(generator)[1],
+        head_lr_multiplier=models.head_learning_rate_multiplier(generator),
+        config=OptimizationConfig(), precision=PRECISIONS[precision], jit_compile=xla)
+  rng = np.random.default_rng(0)
+  element = {
+      stream: {"image": rng.normal(0, 50, (BATCH * replicas, height, width, 3)).astype(np.float32),
+               "label": rng.integers(0, NUM_CLASSES, (BATCH * replicas, height, width)).astype(
+                   np.int32)}
+      for stream in (methods.SOURCE, methods.TARGET)}
+  iterator = iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(element).repeat()))
   step_fn = loop.distributed_step(model, strategy, iter_size=1)
-  iterator = iter(strategy.experimental_distribute_dataset(_batches(width, height, replicas)))
-  started = time.time()
-  step_fn(iterator)["loss/generator_total"].numpy()
-  logging.info("%s xla=%s replicas=%d: first step (trace%s) %.1f s", precision, xla, replicas,
-               " + XLA compile" if xla else "", time.time() - started)
+  step = lambda: step_fn(iterator)["loss/generator_total"].numpy()
+  started = time.perf_counter()
+  step()
+  first = time.perf_counter() - started
   for _ in range(_WARMUP.value):
-    step_fn(iterator)["loss/generator_total"].numpy()
-  times = []
-  for index in range(_STEPS.value):
-    started = time.time()
-    step_fn(iterator)["loss/generator_total"].numpy()
-    times.append(time.time() - started)
-    logging.info("  step %d/%d: %.3f s", index + 1, _STEPS.value, times[-1])
-  return {"bench": "train_step", "model": MODEL, "size": f"{width}x{height}", "batch": BATCH,
-          "precision": precision, "xla": xla, "replicas": replicas,
-          "s_per_step_median": round(statistics.median(times), 4)}
+    step()
+  _serve(step, {"first_step_s": round(first, 2), "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": np.__version__,
+                "onednn_custom_ops": onednn_custom_ops_enabled(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()})
 
 
-def torch_reference(python: str, size: str) -> dict:
-  """Runs bench/torch_reference_step.py under `python` and returns its JSON record."""
-  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference_step.py")
-  logging.info("PyTorch reference step (%s)...", python)
-  result = subprocess.run([python, script, f"--size={size}", f"--steps={_STEPS.value}",
-                           f"--warmup={_WARMUP.value}"], check=True, stdout=subprocess.PIPE,
-                          text=True)
-  return json.loads(result.stdout.strip().splitlines()[-1])
+class Worker:
+  """A warm benchmark process speaking the ready / N-steps protocol."""
+
+  def __init__(self, name: str, argv: list[str]):
+    self.name = name
+    logging.info("starting %s: %s", name, " ".join(argv))
+    self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True, cwd=os.path.dirname(_HERE))
+    self.info = self._read()
+    logging.info("%s ready: %s", name, self.info)
+
+  def _read(self) -> dict:
+    for line in self.process.stdout:
+      if line.startswith("{"):
+        return json.loads(line)
+    raise RuntimeError(f"benchmark worker {self.name} ended (exit {self.process.wait()})")
+
+  def time_steps(self, steps: int) -> list[float]:
+    self.process.stdin.write(f"{steps}\n")
+    self.process.stdin.flush()
+    return self._read()["times"]
+
+  def close(self) -> None:
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def environment() -> dict:
+  """The machine and settings a ratio was measured on."""
+  cpu, cpu_flags = platform.processor(), set()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          cpu = value.strip()
+        elif key.strip() == "flags":
+          cpu_flags = set(value.split())
+  wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+  return {"bench": "environment", "cpu": cpu, "cores": os.cpu_count(),
+          "cpu_flags": [f for f in wanted if f in cpu_flags], "python": platform.python_version(),
+          "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+                                             "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
+                  if k in os.environ}}
 
 
 def main(argv: list[str]) -> None:
   del argv
-  width, height = (int(v) for v in _SIZE.value.lower().split("x"))
-  reference = None
-  if _TORCH_PYTHON.value:
-    reference = torch_reference(_TORCH_PYTHON.value, _SIZE.value)
-    logging.info("%s", reference)
+  if _WORKER.value:
+    precision, xla, replicas, deterministic = _WORKER.value.split(",")
+    run_worker(precision, xla == "True", int(replicas), deterministic == "True")
+    return
+  determinism = {"off": (False,), "on": (True,), "both": (False, True)}[_DETERMINISTIC.value]
   if _QUICK.value:
-    configs = [(precision, False, 1) for precision in PRECISIONS]
+    configs = [(precision, False, 1, d) for precision in PRECISIONS for d in determinism]
   else:
-    configs = list(itertools.product(PRECISIONS, (False, True), (1, 2)))
-  results = []
-  for precision, xla, replicas in configs:
-    results.append(measure(precision, xla, replicas, width, height))
-    logging.info("%s", results[-1])
-  set_precision("none")
-  if reference:
-    print(json.dumps(reference), flush=True)
-    for record in results:
-      record["torch_s_per_step_median"] = reference["s_per_step_median"]
-      # Throughput ratio: a step of `replicas` replicas trains `replicas` times the reference's
-      # batch of 1.
-      record["speedup_vs_torch"] = round(
-          reference["s_per_step_median"] * record["replicas"] / record["s_per_step_median"], 3)
-  for record in results:
+    configs = list(itertools.product(PRECISIONS, (False, True), (1, 2), determinism))
+  common = [f"--size={_SIZE.value}", f"--warmup={_WARMUP.value}"]
+  workers = {}
+  if _TORCH_PYTHON.value:
+    workers[REFERENCE] = Worker(REFERENCE, [_TORCH_PYTHON.value,
+                                            os.path.join(_HERE, "torch_reference_step.py"),
+                                            "--serve", *common])
+  for config in configs:
+    workers[config] = Worker(
+        "%s xla=%s replicas=%d deterministic=%s" % config,
+        [sys.executable, os.path.abspath(__file__), "--worker=%s,%s,%d,%s" % config,
+         f"--bn_mode={_BN_MODE.value}", *common])
+  names = list(workers)
+  medians = {name: [] for name in names}
+  for index in range(_ROUNDS.value):
+    shift = index % len(names)
+    for name in names[shift:] + names[:shift]:
+      medians[name].append(statistics.median(workers[name].time_steps(_STEPS.value)))
+    logging.info("round %d/%d: %s", index + 1, _ROUNDS.value,
+                 {workers[n].name: round(m[-1], 3) for n, m in medians.items()})
+  for worker in workers.values():
+    worker.close()
+  info = environment()
+  for name, worker in workers.items():
+    info[worker.name] = worker.info
+  print(json.dumps(info), flush=True)
+  for config in configs:
+    precision, xla, replicas, deterministic = config
+    record = {"bench": "train_step", "model": MODEL, "size": _SIZE.value, "batch": BATCH,
+              "bn_mode": _BN_MODE.value, "precision": precision, "xla": xla,
+              "replicas": replicas, "deterministic": deterministic, "rounds": _ROUNDS.value,
+              "steps_per_round": _STEPS.value,
+              "s_per_step_rounds": [round(m, 4) for m in medians[config]],
+              "s_per_step_median": round(statistics.median(medians[config]), 4)}
+    if REFERENCE in workers:
+      # A step of `replicas` replicas trains `replicas` times the reference's batch of 1.
+      speedups = [round(ref * replicas / ours, 3)
+                  for ref, ours in zip(medians[REFERENCE], medians[config])]
+      record.update({"torch_s_per_step_rounds": [round(m, 4) for m in medians[REFERENCE]],
+                     "speedup_rounds": speedups,
+                     "speedup_median": round(statistics.median(speedups), 3),
+                     "speedup_spread": round(max(speedups) - min(speedups), 3)})
+    twin = (precision, xla, replicas, False)
+    if deterministic and twin in workers:
+      costs = [round(d / n, 3) for d, n in zip(medians[config], medians[twin])]
+      record.update({"cost_vs_nondeterministic_rounds": costs,
+                     "cost_vs_nondeterministic_median": round(statistics.median(costs), 3)})
     print(json.dumps(record), flush=True)
 
 
-def _two_logical_cpus() -> None:
-  # Two logical devices for the 2-replica configurations on CPU-only machines; must happen
-  # before TensorFlow runs any op.
-  if not tf.config.list_physical_devices("GPU"):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-
 if __name__ == "__main__":
-  _two_logical_cpus()
   app.run(main)
