@@ -5,7 +5,7 @@
 
 Writes metrics.json, confusion_matrix.npy, confusion_matrix.png and per_class_iou.png into
 --output_dir (default: <model_dir>/eval); with --all_checkpoints also checkpoints.csv/.json and
-miou_vs_step.png, the files of the best step, and names the best step.
+miou_vs_step.png, the files of the best step, and prints the last and the best step.
 """
 
 import dataclasses
@@ -70,7 +70,15 @@ def main(argv: list[str]) -> None:
   print(reports.format_table(results[best["step"]]))
   reports.write_result(results[best["step"]], output_dir, step=best["step"],
                        model=f"{model.model_dir} (step {best['step']})", **context)
-  print(f"best step: {best['step']} (mIoU {100 * (best['miou'] or float('nan')):.2f})")
+  last = rows[-1]
+  # The best step is chosen on the very split it is scored on (ADVENT's TEST.MODE 'best'); the
+  # last step is what an unattended run delivers. Papers mix the two, so both are printed.
+  print(f"last step: {last['step']} (mIoU {_percent(last['miou'])})")
+  print(f"best step: {best['step']} (mIoU {_percent(best['miou'])}; selected on this split)")
+
+
+def _percent(miou: float | None) -> str:
+  return "n/a" if miou is None else f"{100 * miou:.2f}"
 
 
 def run() -> None:

@@ -47,9 +47,12 @@ def test_evaluate_all_checkpoints_names_the_best(tmp_path, split, capsys):
   table = json.loads((out / reports.CHECKPOINTS_JSON).read_text())
   best = max(table["rows"], key=lambda r: r["miou"])
   assert table["best_step"] == best["step"]
+  assert (table["last_step"], table["last_miou"]) == (30, table["rows"][-1]["miou"])
   assert json.loads((out / reports.METRICS_FILE).read_text())["miou"] == best["miou"]
   assert (out / reports.CHECKPOINTS_PLOT).exists()
-  assert f"best step: {best['step']}" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert f"best step: {best['step']} (mIoU {100 * best['miou']:.2f}" in printed
+  assert f"last step: 30 (mIoU {100 * table['rows'][-1]['miou']:.2f})" in printed
 
 
 def test_evaluate_needs_data():

@@ -5,6 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
+
+from tfdaseg.utils import cli
 
 # Console script -> flags its --help must list (its own and the shared ones it reads).
 _EXPECTED_FLAGS = {
@@ -49,3 +52,12 @@ def test_bad_inputs_end_with_one_line_naming_the_file(command, tmp_path):
   assert result.returncode != 0
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)
+
+
+def test_helpfull_lists_the_trainer_flags():
+  from tfdaseg import train
+  joined = flags.FlagValues()
+  cli.join_flags(train.FLAGS, joined)
+  listed = joined.get_help()
+  assert all(name in listed for name in ("--num_steps_stop", "--bn_mode", "--lambda_adv_target1",
+                                         "--source_train", "--[no]deterministic")), listed

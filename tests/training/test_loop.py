@@ -131,3 +131,10 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
   assert [step for step, _ in list_checkpoints(model_dir)] == [2]
   assert len(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))) == 1
   assert not os.listdir(tmp_path / "tmp1"), "the worker's checkpoint folder was not deleted"
+
+
+def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path):
+  # ADVENT's protocol scores every snapshot (TEST.MODE 'best'), more than the default 5 kept.
+  helpers.train_tiny(str(tmp_path), 6, save_every=1, keep_checkpoints=0)
+  assert [step for step, _ in list_checkpoints(str(tmp_path))] == [1, 2, 3, 4, 5, 6]
+  assert len(glob.glob(str(tmp_path / "ckpt-*.index"))) == 6

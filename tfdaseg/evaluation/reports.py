@@ -82,14 +82,14 @@ def checkpoint_row(step: int, result: EvaluationResult) -> dict:
 
 
 def write_checkpoint_table(rows: list[dict], output_dir: str) -> dict:
-  """Writes checkpoints.csv / .json and miou_vs_step.png; returns the best row.
+  """Writes checkpoints.csv / .json (best and last step) and miou_vs_step.png; returns the best row.
 
   Args:
     rows: `checkpoint_row`s, by step.
     output_dir: The folder (created).
 
   Returns:
-    The row with the highest mIoU.
+    The row with the highest mIoU (the last one where none was scored).
 
   Raises:
     ValueError: when there are no rows.
@@ -100,7 +100,8 @@ def write_checkpoint_table(rows: list[dict], output_dir: str) -> dict:
   scored = [row for row in rows if row["miou"] is not None]
   best = max(scored, key=lambda row: row["miou"]) if scored else rows[-1]
   atomic_write_json(os.path.join(output_dir, CHECKPOINTS_JSON),
-                    {"best_step": best["step"], "best_miou": best["miou"], "rows": rows})
+                    {"best_step": best["step"], "best_miou": best["miou"],
+                     "last_step": rows[-1]["step"], "last_miou": rows[-1]["miou"], "rows": rows})
   text = io.StringIO()
   writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
   writer.writeheader()

@@ -42,7 +42,7 @@ class LoopConfig:
     num_steps_stop: Train until this many steps are done (reference 150000).
     save_pred_every: Checkpoint period in steps (reference 5000); also at num_steps_stop.
     iter_size: Sub-batches per step (gradient accumulation).
-    keep_checkpoints: How many checkpoints to keep.
+    keep_checkpoints: How many checkpoints to keep (0: all).
     summary_every: Scalar summary period in steps (0: never).
     image_summary_every: Prediction-grid period in steps (0: never).
     eval_every: Validation period in steps (0: never; needs a validator).
@@ -53,7 +53,8 @@ class LoopConfig:
                               "120000).", minimum=1)
   save_pred_every: int = field(5000, "Checkpoint period in steps (reference 5000).", minimum=1)
   iter_size: int = field(1, "Sub-batches accumulated per step (reference 1).", minimum=1)
-  keep_checkpoints: int = field(5, "Checkpoints kept.", minimum=1)
+  keep_checkpoints: int = field(5, "Checkpoints kept; 0 keeps all (ADVENT's protocol scores every "
+                                "snapshot: TEST.MODE 'best').", minimum=0)
   summary_every: int = field(10, "TensorBoard scalar period in steps (0: never).", minimum=0)
   image_summary_every: int = field(1000, "TensorBoard prediction-grid period (0: never).",
                                    minimum=0)
@@ -189,7 +190,7 @@ def train(model: DomainAdaptationModel, strategy: tf.distribute.Strategy, datase
   write_dir = model_dir if chief else tempfile.mkdtemp(prefix="tfdaseg-worker-")
   try:
     checkpoint = tf.train.Checkpoint(**model.trackables())
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints or None,
                                          checkpoint_name=CHECKPOINT_NAME)
     latest = tf.train.latest_checkpoint(model_dir)
     if latest:

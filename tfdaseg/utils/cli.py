@@ -39,6 +39,20 @@ def _one_line_errors(main: Callable[[list[str]], object], command: str) -> Calla
   return guarded
 
 
+def join_flags(flag_values: flags.FlagValues, into: flags.FlagValues) -> None:
+  """Adds a command's own flags to `into` (absl's global flags) with their defining modules.
+
+  Args:
+    flag_values: The command's flags.
+    into: Where they join; `--helpfull` lists its flags by the module that defined them, which
+      `append_flag_values` alone does not carry over.
+  """
+  into.append_flag_values(flag_values)
+  for module, defined in flag_values.flags_by_module_dict().items():
+    for flag in defined:
+      into.register_flag_by_module(module, flag)
+
+
 def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> None:
   """Runs `main` under `absl.app` with `flag_values` parsed from the command line.
 
@@ -46,7 +60,7 @@ def run_app(main: Callable[[list[str]], None], flag_values: flags.FlagValues) ->
     main: The command's main function, taking the remaining argv.
     flag_values: The command's own flags.
   """
-  flags.FLAGS.append_flag_values(flag_values)
+  join_flags(flag_values, flags.FLAGS)
   # --help lists the key flags of the main module, which absl names by its path (argv[0]),
   # also for console scripts.
   for name in flag_values:
