@@ -77,3 +77,17 @@ def test_exported_saved_model_scores_like_its_run(tmp_path, split):
     scores[source] = json.loads((tmp_path / source / reports.METRICS_FILE).read_text())
   assert scores["saved_model"]["num_pixels"] == scores["model_dir"]["num_pixels"]
   assert scores["saved_model"]["miou"] == pytest.approx(scores["model_dir"]["miou"], abs=1e-3)
+
+
+def test_a_keras_file_without_its_input_size_needs_input_size(tmp_path, split):
+  # An imported .keras records no input size; running at the label's 2048x1024 would silently
+  # score another protocol than the references' 1024x512.
+  pattern, _ = split
+  path = str(tmp_path / "imported.keras")
+  helpers.tiny_generator().save(path)
+  argv = ["tfdaseg-evaluate", f"--model={path}", "--model_class_set=19", f"--data={pattern}",
+          f"--output_dir={tmp_path / 'eval'}"]
+  with pytest.raises(Exception, match=r"imported\.keras records no input size.*--input_size"):
+    helpers.run_cli(evaluate.main, argv)
+  helpers.run_cli(evaluate.main, [*argv, "--input_size=64,32"])
+  assert json.loads((tmp_path / "eval" / reports.METRICS_FILE).read_text())["num_images"] == 3

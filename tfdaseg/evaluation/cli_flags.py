@@ -64,9 +64,19 @@ def load_model_from_flags() -> LoadedModel:
 
 
 def inference_options_from_flags(model: LoadedModel) -> InferenceOptions:
-  """--input_size (or the model's), --scales, --flip and --resize as `InferenceOptions`."""
+  """--input_size (or the model's), --scales, --flip and --resize as `InferenceOptions`.
+
+  Raises:
+    app.UsageError: when neither --input_size nor the model gives the size to run at (an
+      imported `.keras` file): running at the image's own size (2048x1024 for Cityscapes) would
+      silently score another protocol than the references' 1024x512.
+  """
+  input_size = _parse_size(FLAGS.input_size) or model.input_size
+  if input_size is None:
+    raise app.UsageError(f"{model.description} records no input size (no export.json beside "
+                         "it): pass --input_size=W,H (the references run Cityscapes at 1024,512)")
   return InferenceOptions(
-      input_size=_parse_size(FLAGS.input_size) or model.input_size,
+      input_size=input_size,
       scales=tuple(float(s) for s in FLAGS.scales),
       flip=FLAGS.flip,
       resize=FLAGS.resize,
