@@ -27,15 +27,15 @@ _BENCH_FLAGS = flags.DEFINE_list("bench_flags", ["--quick", "--steps=3", "--warm
 
 
 def run_side(checkout: str) -> dict[tuple, float]:
-  """Runs checkout's bench/train_step.py; returns (precision, xla, replicas, deterministic) -> s/step."""
+  """Runs checkout's bench/train_step.py; returns (precision, xla, replicas, deterministic, method) -> s/step."""
   checkout = os.path.abspath(checkout)
   env = {**os.environ, "PYTHONPATH": checkout}
   result = subprocess.run([sys.executable, os.path.join(checkout, "bench", "train_step.py"),
                            *_BENCH_FLAGS.value], cwd=checkout, env=env, check=True,
                           stdout=subprocess.PIPE, text=True)
   records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-  return {(r["precision"], r["xla"], r["replicas"], r.get("deterministic", False)):
-          r["s_per_step_median"]
+  return {(r["precision"], r["xla"], r["replicas"], r.get("deterministic", False),
+           r.get("method", "adaptsegnet")): r["s_per_step_median"]
           for r in records if r.get("bench") == "train_step"}
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     ratios = [round(a[key] / b[key], 3) for a, b in rounds]
     print(json.dumps({
         "bench": "compare_checkouts", "precision": key[0], "xla": key[1], "replicas": key[2],
-        "deterministic": key[3],
+        "deterministic": key[3], "method": key[4],
         "a": os.path.abspath(_A.value), "b": os.path.abspath(_B.value),
         "a_s_per_step": [a[key] for a, _ in rounds], "b_s_per_step": [b[key] for _, b in rounds],
         "ratios": ratios, "ratio_median": statistics.median(ratios),

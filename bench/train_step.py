@@ -13,13 +13,17 @@ noisy machine lands on both sides of a round's ratio. Reported per configuration
 medians, the per-round speedups over the reference (images/s over the reference's), their
 median and spread. The goal: >= 1.2 in fp32 and >= 2.0 in bf16 (one device, XLA off).
 
+`--methods=adaptsegnet,dacs` also times other methods' steps on the same generator and batches
+(each in a worker of its own, in the same rounds); their records get `relative_to_adaptsegnet`,
+per round and as the median.
+
 Prints progress, then LAST one JSON object per configuration and one "environment" object:
-  {"bench": "train_step", "precision": "fp32", "xla": false, "replicas": 1,
+  {"bench": "train_step", "method": "adaptsegnet", "precision": "fp32", "xla": false, "replicas": 1,
    "s_per_step_rounds": [...], "speedup_rounds": [...], "speedup_median": ..., ...}
 
 Usage: python bench/train_step.py [--quick] [--rounds=3] [--steps=3] [--warmup=2]
                                   [--torch_python=PYTHON] [--bn_mode=reference]
-                                  [--deterministic=off|on|both]
+                                  [--deterministic=off|on|both] [--methods=adaptsegnet,dacs]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
   --torch_python: an interpreter with torch (a separate venv: `pip install torch==2.13.0 numpy`).
 """
@@ -49,8 +53,10 @@ _DETERMINISTIC = flags.DEFINE_enum(
     "deterministic", "off", ["off", "on", "both"], "Run the steps as `--deterministic` does "
     "(tfdaseg.training.determinism); `both` adds a deterministic twin of every configuration "
     "and reports its cost per round.")
+_METHODS = flags.DEFINE_list("methods", ["adaptsegnet"], "Methods timed per configuration; the "
+                             "first is the baseline of relative_to_* (and of the torch speedups).")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration "
-                              "'precision,xla,replicas,deterministic' as a warm worker.")
+                              "'method,precision,xla,replicas,deterministic' as a warm worker.")
 
 MODEL = "deeplab_v2_resnet101_multi"
 NUM_CLASSES = 19
@@ -78,7 +84,8 @@ def _serve(step, info: dict) -> None:
     print(json.dumps({"times": times}), flush=True)
 
 
-def run_worker(precision: str, xla: bool, replicas: int, deterministic: bool) -> None:
+def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
+               deterministic: bool) -> None:
   """Builds, traces and warms up one configuration, then serves timed steps."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdaseg.training.determinism import enable_determinism, onednn_custom_ops_enabled  # pylint: disable=g-import-not-at-top
@@ -105,7 +112,7 @@ def run_worker(precision: str, xla: bool, replicas: int, deterministic: bool) ->
               else tf.distribute.MirroredStrategy(devices))
   with strategy.scope():
     generator = models.build(MODEL, num_classes=NUM_CLASSES, bn_mode=_BN_MODE.value)
-    method = methods.build("adaptsegnet", num_classes=NUM_CLASSES)
+    method = methods.build(method_name, num_classes=NUM_CLASSES)
     model = build_training_model(
         generator, method, num_classes=NUM_CLASSES,
         head_variables=models.split_head_variables(generator)[1],
@@ -182,14 +189,15 @@ def environment() -> dict:
 def main(argv: list[str]) -> None:
   del argv
   if _WORKER.value:
-    precision, xla, replicas, deterministic = _WORKER.value.split(",")
-    run_worker(precision, xla == "True", int(replicas), deterministic == "True")
+    method, precision, xla, replicas, deterministic = _WORKER.value.split(",")
+    run_worker(method, precision, xla == "True", int(replicas), deterministic == "True")
     return
   determinism = {"off": (False,), "on": (True,), "both": (False, True)}[_DETERMINISTIC.value]
   if _QUICK.value:
-    configs = [(precision, False, 1, d) for precision in PRECISIONS for d in determinism]
+    configs = list(itertools.product(_METHODS.value, PRECISIONS, (False,), (1,), determinism))
   else:
-    configs = list(itertools.product(PRECISIONS, (False, True), (1, 2), determinism))
+    configs = list(itertools.product(_METHODS.value, PRECISIONS, (False, True), (1, 2),
+                                     determinism))
   common = [f"--size={_SIZE.value}", f"--warmup={_WARMUP.value}"]
   workers = {}
   if _TORCH_PYTHON.value:
@@ -198,8 +206,8 @@ def main(argv: list[str]) -> None:
                                             "--serve", *common])
   for config in configs:
     workers[config] = Worker(
-        "%s xla=%s replicas=%d deterministic=%s" % config,
-        [sys.executable, os.path.abspath(__file__), "--worker=%s,%s,%d,%s" % config,
+        "%s %s xla=%s replicas=%d deterministic=%s" % config,
+        [sys.executable, os.path.abspath(__file__), "--worker=%s,%s,%s,%d,%s" % config,
          f"--bn_mode={_BN_MODE.value}", *common])
   names = list(workers)
   medians = {name: [] for name in names}
@@ -216,14 +224,20 @@ def main(argv: list[str]) -> None:
     info[worker.name] = worker.info
   print(json.dumps(info), flush=True)
   for config in configs:
-    precision, xla, replicas, deterministic = config
-    record = {"bench": "train_step", "model": MODEL, "size": _SIZE.value, "batch": BATCH,
+    method, precision, xla, replicas, deterministic = config
+    record = {"bench": "train_step", "method": method, "model": MODEL, "size": _SIZE.value,
+              "batch": BATCH,
               "bn_mode": _BN_MODE.value, "precision": precision, "xla": xla,
               "replicas": replicas, "deterministic": deterministic, "rounds": _ROUNDS.value,
               "steps_per_round": _STEPS.value,
               "s_per_step_rounds": [round(m, 4) for m in medians[config]],
               "s_per_step_median": round(statistics.median(medians[config]), 4)}
-    if REFERENCE in workers:
+    baseline = (_METHODS.value[0], *config[1:])
+    if method != baseline[0]:
+      relative = [round(m / b, 3) for m, b in zip(medians[config], medians[baseline])]
+      record.update({f"relative_to_{baseline[0]}_rounds": relative,
+                     f"relative_to_{baseline[0]}": round(statistics.median(relative), 3)})
+    if REFERENCE in workers and method == baseline[0]:
       # A step of `replicas` replicas trains `replicas` times the reference's batch of 1.
       speedups = [round(ref * replicas / ours, 3)
                   for ref, ours in zip(medians[REFERENCE], medians[config])]
@@ -231,7 +245,7 @@ def main(argv: list[str]) -> None:
                      "speedup_rounds": speedups,
                      "speedup_median": round(statistics.median(speedups), 3),
                      "speedup_spread": round(max(speedups) - min(speedups), 3)})
-    twin = (precision, xla, replicas, False)
+    twin = (method, precision, xla, replicas, False)
     if deterministic and twin in workers:
       costs = [round(d / n, 3) for d, n in zip(medians[config], medians[twin])]
       record.update({"cost_vs_nondeterministic_rounds": costs,
