@@ -14,8 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
-                           "advent", "advent_minent"},
-    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent"},
+                           "advent", "advent_minent", "ass_100", "ass_200", "ass_500",
+                           "ass_1000", "ass_all"},
+    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
 }
 
