@@ -12,9 +12,10 @@ Every run shares configs/demo/semi_supervised.cfg; `--steps`, `--input_size`, `-
 `--batch_size` and the data sizes shrink it. The full run (the demo's sizes; hours on 2 CPU
 cores):
   python bench/semi_supervised.py --root=bench_out/semi_supervised_full
-A reduced run:
-  python bench/semi_supervised.py --steps=150 --input_size=64,32 --base_width=8 \
-      --num_source=300 --num_target_train=100 --num_target_val=60 --data_size=128x64
+A reduced run (the one reported with issue 13, ~3 min per run on 2 busy CPU cores):
+  python bench/semi_supervised.py --seeds=0,1 --steps=40 --input_size=64,32 --base_width=8 \
+      --batch_size=4 --num_source=300 --num_target_train=100 --num_target_val=60 \
+      --data_size=128x64 --train_flags=--summary_every=0
 """
 
 import io
@@ -113,8 +114,8 @@ def summarise(scores: dict[str, list[float]]) -> dict[str, dict]:
   return rows
 
 
-def write_table(path: str, rows: dict[str, dict], methods: list[str], counts: list[int]) -> str:
-  """Markdown: one row per method, one column per count."""
+def write_table(path: str, rows: dict[str, dict], methods: list[str], counts: list[int]) -> None:
+  """Markdown: one row per method, one column per count (mean ± spread, mIoU points)."""
   lines = ["| method | " + " | ".join(f"N={n}" for n in counts) + " |",
            "|---|" + "---|" * len(counts)]
   for method in methods:
@@ -123,9 +124,7 @@ def write_table(path: str, rows: dict[str, dict], methods: list[str], counts: li
       row = rows.get(f"{method}@{n}") or rows.get(method)
       cells.append(f"{row['mean']:.1f} ± {row['std']:.1f}" if row else "")
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
-  text = "\n".join(lines) + "\n"
-  atomic_write_bytes(path, text.encode())
-  return text
+  atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def plot(path: str, rows: dict[str, dict], methods: list[str], counts: list[int]) -> None:
@@ -148,6 +147,20 @@ def plot(path: str, rows: dict[str, dict], methods: list[str], counts: list[int]
   atomic_write_bytes(path, buffer.getvalue())
 
 
+def report(root: str, scores: dict[str, list[float]], methods: list[str], counts: list[int],
+           seeds: list[int], elapsed: float) -> dict[str, dict]:
+  """Writes results.json, table.md and the chart of the runs so far; returns the rows."""
+  rows = summarise(scores)
+  atomic_write_json(os.path.join(root, "results.json"),
+                    {"rows": rows, "seeds": seeds, "counts": counts, "steps": _STEPS.value,
+                     "elapsed_s": round(elapsed, 1)})
+  done = [m for m in methods if all(f"{m}@{n}" in rows or m in rows for n in counts)]
+  write_table(os.path.join(root, "table.md"), rows, methods, counts)
+  if done:
+    plot(os.path.join(root, "semi_supervised.png"), rows, done, counts)
+  return rows
+
+
 def main(argv: list[str]) -> None:
   del argv
   started = time.time()
@@ -167,14 +180,12 @@ def main(argv: list[str]) -> None:
         scores.setdefault(key, []).append(miou)
         print(f"seed {seed} {key}: mIoU {miou * 100:.1f} ({time.time() - run_started:.0f} s)",
               flush=True)
-  rows = summarise(scores)
-  elapsed = round(time.time() - started, 1)
-  atomic_write_json(os.path.join(root, "results.json"),
-                    {"rows": rows, "seeds": seeds, "counts": counts, "steps": _STEPS.value,
-                     "elapsed_s": elapsed})
-  print(write_table(os.path.join(root, "table.md"), rows, methods, counts))
-  plot(os.path.join(root, "semi_supervised.png"), rows, methods, counts)
-  print(json.dumps({"bench": "semi_supervised", "rows": rows, "elapsed_s": elapsed}))
+        # After every run, so that an interrupted bench leaves the table of the runs so far.
+        rows = report(root, scores, methods, counts, seeds, time.time() - started)
+  with open(os.path.join(root, "table.md")) as f:
+    print(f.read())
+  print(json.dumps({"bench": "semi_supervised", "rows": rows,
+                    "elapsed_s": round(time.time() - started, 1)}))
 
 
 if __name__ == "__main__":

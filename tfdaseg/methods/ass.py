@@ -11,10 +11,11 @@ two levels, following the abstract; details ours (no code or full text was found
   (`--lambda_adv_semantic`) to make the labelled target's class vectors look like source ones.
 - Supervised cross-entropy on source and on the labelled target images.
 
-Our defaults, checked on the demo (bench/semi_supervised.py): the main features, a feature
-cell counts for a class when more than half of its label pixels are that class, an MLP
-discriminator of width 256 trained like AdaptSegNet's (Adam 1e-4, betas 0.9/0.99, poly), and
-`lambda_adv_semantic` 0.001, AdaptSegNet's main-level weight.
+Our defaults (chosen, not tuned; the demo's config uses 10x the weight, as it does for the
+output-space levels): the main features, a feature cell counts for a class when more than half
+of its label pixels are that class, an MLP discriminator of width 256 trained like AdaptSegNet's
+(Adam 1e-4, betas 0.9/0.99, poly), and `lambda_adv_semantic` 0.001, AdaptSegNet's main-level
+weight.
 """
 
 import dataclasses
