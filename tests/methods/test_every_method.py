@@ -13,6 +13,12 @@ CASES = {
     "adaptsegnet_feature_single": ("adaptsegnet", {"adapt_space": "feature", "levels": "single",
                                                    "lambda_seg": 0.0}),
     "advent_both": ("advent", {"advent_mode": "both"}),
+    "source_and_target": ("source_and_target", {}),
+    "adaptsegnet_ssl": ("adaptsegnet_ssl", {}),
+    "ass": ("ass", {"semantic_discriminator_hidden": 8, "semantic_mask_ratio": 0.0}),
+    "region_selection_per_class": ("region_selection", {"weight_maps": "per_class",
+                                                        "weighting_hidden": 4,
+                                                        "region_grid": (2, 2)}),
 }
 
 

@@ -14,8 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
-                           "advent", "advent_minent"},
-    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent"},
+                           "advent", "advent_minent", "ass_100", "ass_200", "ass_500",
+                           "ass_1000", "ass_all"},
+    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
 }
 
@@ -70,7 +71,8 @@ def test_reference_defaults():
 
 DATA = ["--source_train=s-*.tfrecord", "--target_train=t-*.tfrecord", "--model_dir=/tmp/x"]
 BAD_SETTINGS = {
-    "unknown method": (["--method=cycada"], "known: adaptsegnet, advent, source_only"),
+    "unknown method": (["--method=cycada"], "known: adaptsegnet, adaptsegnet_ssl, advent, ass, "
+                       "region_selection, source_and_target, source_only"),
     "unknown model": (["--model=unet"], "known: "),
     "size not W,H": (["--input_size=1280x720"], "expected W,H"),
     "size too small": (["--input_size_target=16,512"], ">= 32"),
@@ -84,6 +86,11 @@ BAD_SETTINGS = {
     "negative weight": (["--lambda_adv_target2=-1"], "must be >= 0"),
     "bad blocks": (["--blocks=3,x"], "expected integers"),
     "no model_dir": (["--model_dir="], "--model_dir is required"),
+    "labelled count and list": (["--method=ass", "--target_labeled_count=5",
+                                 "--target_labeled_list=a.txt"], "not both"),
+    "labelled count, no stream": (["--target_labeled_count=5"],
+                                  "--method=adaptsegnet reads no labelled target stream"),
+    "labelled count 0": (["--method=ass", "--target_labeled_count=0"], "must be >= 1"),
 }
 
 

@@ -140,7 +140,7 @@ def test_unknown_method_options_are_refused():
   for options in ({"levels": "triple"}, {"gan": "wasserstein"}, {"adapt_space": "pixel"}):
     with pytest.raises(ConfigError, match="known: "):
       methods.build("adaptsegnet", num_classes=3, **options)
-  with pytest.raises(KeyError, match="known: adaptsegnet, advent"):
+  with pytest.raises(KeyError, match="known: adaptsegnet, adaptsegnet_ssl, advent"):
     methods.build("adaptsegnet_v3", num_classes=3)
 
 

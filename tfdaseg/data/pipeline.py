@@ -127,6 +127,41 @@ class Parser:
     }
 
 
+def _filename(serialized: tf.Tensor) -> tf.Tensor:
+  """The `image/filename` of a serialized record, parsed alone (no image decoding)."""
+  return tf.io.parse_single_example(serialized, {schema.IMAGE_FILENAME: tf.io.FixedLenFeature(
+      (), tf.string, default_value="")})[schema.IMAGE_FILENAME]
+
+
+@dataclasses.dataclass(frozen=True)
+class FilenameFilter:
+  """Keeps only, or drops, the records whose image filename (`image/filename`) is listed.
+
+  Args:
+    names: The listed filenames (paths relative to the dataset root, as the converters store).
+    keep: True keeps only the listed records; False drops them.
+  """
+
+  names: tuple[str, ...]
+  keep: bool = True
+
+  def __call__(self, serialized: tf.Tensor) -> tf.Tensor:
+    """Whether the serialized record passes (bool scalar); parses only its filename."""
+    listed = tf.reduce_any(tf.equal(_filename(serialized), tf.constant(self.names, tf.string)))
+    return listed if self.keep else tf.logical_not(listed)
+
+
+def list_filenames(file_pattern: str | Sequence[str]) -> list[str]:
+  """The image filenames of every record of the split, in file order (one pass, no decoding).
+
+  Raises:
+    FileNotFoundError: when nothing matches.
+  """
+  names = tf.data.TFRecordDataset(shards.match_files(file_pattern)).map(
+      _filename, num_parallel_calls=tf.data.AUTOTUNE)
+  return [name.decode() for batch in names.batch(4096).as_numpy_iterator() for name in batch]
+
+
 def _stage_seed(seed: int | None, stage: int) -> int | None:
   """A seed of its own for one random stage: stages seeded alike would draw the same stream."""
   if seed is None:
@@ -168,6 +203,7 @@ def make_dataset(
     shuffle_memory_bytes: int = DEFAULT_SHUFFLE_MEMORY_BYTES,
     interpolation: str = DEFAULT_INTERPOLATION,
     cycle_length: int = DEFAULT_CYCLE_LENGTH,
+    filenames: FilenameFilter | None = None,
 ) -> tf.data.Dataset:
   """Builds the input pipeline over converted shards.
 
@@ -200,6 +236,9 @@ def make_dataset(
     interpolation: Image resize filter: "bicubic" (antialiased, like the reference's PIL
       BICUBIC) or "bilinear" (cheaper, aliases when shrinking); see tfdaseg.data.resizing.
     cycle_length: Shards read in parallel while training.
+    filenames: Reads only (or all but) the listed images: the records are filtered by their
+      filename before the shuffle buffer (which then holds at most the listed count), so a
+      few listed images of a large split cost a pass over its records' bytes per epoch.
 
   Returns:
     A dataset of {"image", "label", "filename"} batches. A shard that yields other than
@@ -236,12 +275,18 @@ def make_dataset(
     dataset = dataset.interleave(
         integrity.read_shard, cycle_length=min(cycle_length, len(listed)), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if filenames is not None:
+      dataset = dataset.filter(filenames)
     if shuffle_buffer is None:
       shuffle_buffer = shuffle_buffer_size(listed, shuffle_memory_bytes)
+      if filenames is not None and filenames.keep:
+        shuffle_buffer = min(shuffle_buffer, max(len(filenames.names), 1))
     dataset = dataset.shuffle(shuffle_buffer, seed=_stage_seed(seed, _RECORD_ORDER),
                               reshuffle_each_iteration=True)
   else:
     dataset = dataset.flat_map(integrity.read_shard)
+    if filenames is not None:
+      dataset = dataset.filter(filenames)
 
   def parse(serialized: tf.Tensor, example_seed: tf.Tensor | None = None) -> dict:
     return parser(schema.decode_example(serialized), example_seed)

@@ -25,6 +25,8 @@ from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
 TARGET = "target"
+# The few labelled target images of the semi-supervised setting (tfdaseg.training.labelled_target).
+LABELLED_TARGET = "labelled_target"
 GENERATOR = "generator"
 
 # Level name -> generator output key (kept here for the methods' brevity).

@@ -17,12 +17,25 @@ class GanLoss:
   """A GAN objective.
 
   Args:
-    loss: (discriminator logits, domain label) -> float32 scalar, averaged over outputs.
+    elementwise: (discriminator logits, domain label) -> float32 loss of every output.
     threshold: Output value above which the discriminator's decision is "target" (for accuracy).
   """
 
-  loss: Callable[[tf.Tensor, float], tf.Tensor]
+  elementwise: Callable[[tf.Tensor, float], tf.Tensor]
   threshold: float
+
+  def loss(self, logits: tf.Tensor, label: float) -> tf.Tensor:
+    """The loss averaged over every output (float32 scalar)."""
+    return tf.reduce_mean(self.elementwise(logits, label))
+
+  def masked_loss(self, logits: tf.Tensor, label: float, mask: tf.Tensor) -> tf.Tensor:
+    """The loss averaged over the outputs where `mask` (bool, logits' shape) holds; 0 if none.
+
+    Static shapes throughout (no boolean_mask), so it compiles with XLA.
+    """
+    weights = tf.cast(mask, tf.float32)
+    return tf.reduce_sum(self.elementwise(logits, label) * weights) / tf.maximum(
+        tf.reduce_sum(weights), 1.0)
 
   def accuracy(self, logits: tf.Tensor, label: float) -> tf.Tensor:
     """Fraction of discriminator outputs that decide for `label`."""
@@ -34,14 +47,14 @@ class GanLoss:
 def _bce(logits: tf.Tensor, label: float) -> tf.Tensor:
   # torch.nn.BCEWithLogitsLoss (AdaptSegNet, ADVENT).
   targets = tf.fill(tf.shape(logits), tf.constant(label, logits.dtype))
-  return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+  return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
 def _mse(logits: tf.Tensor, label: float) -> tf.Tensor:
   # torch.nn.MSELoss on the raw outputs (AdaptSegNet's --gan LS).
-  return tf.reduce_mean(tf.square(logits - label))
+  return tf.square(logits - label)
 
 
 GAN_LOSSES: Registry = Registry("gan loss")
-GAN_LOSSES.register("vanilla")(GanLoss(loss=_bce, threshold=0.0))
-GAN_LOSSES.register("ls")(GanLoss(loss=_mse, threshold=0.5))
+GAN_LOSSES.register("vanilla")(GanLoss(elementwise=_bce, threshold=0.0))
+GAN_LOSSES.register("ls")(GanLoss(elementwise=_mse, threshold=0.5))

@@ -21,7 +21,7 @@ from tfdaseg import methods, models
 from tfdaseg.data import labels
 from tfdaseg.data.resizing import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from tfdaseg.models.batch_norm import BN_MODES
-from tfdaseg.training import inputs
+from tfdaseg.training import inputs, labelled_target
 from tfdaseg.training.loop import LoopConfig
 from tfdaseg.training.model import OptimizationConfig
 from tfdaseg.training.precision import POLICIES
@@ -125,7 +125,8 @@ class RuntimeConfig:
 
 # Sections whose flags are generated from their fields (name on TrainConfig -> class).
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optimization": OptimizationConfig,
-            "loop": LoopConfig, "runtime": RuntimeConfig}
+            "loop": LoopConfig, "runtime": RuntimeConfig,
+            "labelled_target": labelled_target.LabelledTargetConfig}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -156,6 +157,7 @@ class TrainConfig:
     optimization: Generator optimiser and schedule.
     loop: Periods, stop step, seed.
     runtime: Strategy, XLA, precision, determinism.
+    labelled_target: Which target images the labelled target streams read.
   """
 
   model_dir: str | None
@@ -167,6 +169,7 @@ class TrainConfig:
   optimization: OptimizationConfig
   loop: LoopConfig
   runtime: RuntimeConfig
+  labelled_target: labelled_target.LabelledTargetConfig
 
   @classmethod
   def from_flags(cls, fv: flags.FlagValues) -> "TrainConfig":
@@ -259,6 +262,7 @@ def validate(config: TrainConfig, *, require_model_dir: bool = True) -> None:
            "give --init_weights (ImageNet backbone) or --restore_from (whole generator), not both")
   _require(config.loop.eval_every == 0 or bool(config.data.target_val),
            f"--eval_every={config.loop.eval_every} needs --target_val")
+  labelled_target.check(config.labelled_target, config.streams, config.method_name)
   for stream in config.streams.values():
     _require(bool(stream.pattern), f"--method={config.method_name} reads the {stream.name} "
              f"stream: --{stream.flag} (a TFRecord file pattern) is required")

@@ -5,9 +5,11 @@ size, augmentation). A method declares the streams it reads (`Method.streams`: n
 `StreamSpec(labelled, domain)`); every stream name any registered method declares gets the same
 flags, `--{name}_train`, `--{name}_size`, `--{name}_batch_size`, `--{name}_class_set` and
 `--{name}_augment`, whose unset values fall back to the stream's domain (source: `--input_size`,
-`--class_set`; target: `--input_size_target`, `--target_class_set`) and to `--batch_size`. The
+`--class_set`; target: `--input_size_target`, `--target_class_set`) and to `--batch_size`; a stream named other than its domain without its own `--{name}_train` reads
+its domain's split (`--labelled_target_train` defaults to `--target_train`). The
 reference's `--source_train`, `--target_train`, `--input_size` and `--input_size_target` are these
-flags for the streams "source" and "target". A new stream needs no code here.
+flags for the streams "source" and "target". A new stream needs no code here. Which images of a
+split a stream reads (a few labelled target images) is `tfdaseg.training.labelled_target`'s.
 
 Each stream is a `tfdaseg.data.pipeline.make_dataset` training stream that repeats and shuffles
 on its own; the streams are zipped into {stream: batch}.
@@ -53,6 +55,9 @@ class StreamConfig:
     size: (width, height) images are resized to.
     batch_size: Global batch size of the stream.
     augment: Its augmentations (None: the reference's none).
+    domain: "source" or "target".
+    pattern_flag: The flag its pattern came from ("" : its own `--{name}_train`).
+    filenames: Reads only (or all but) these images of the split (None: all).
   """
 
   name: str
@@ -62,11 +67,14 @@ class StreamConfig:
   size: tuple[int, int]
   batch_size: int
   augment: AugmentConfig | None = None
+  domain: str = SOURCE
+  pattern_flag: str = ""
+  filenames: pipeline.FilenameFilter | None = None
 
   @property
   def flag(self) -> str:
     """The flag naming its files (for messages)."""
-    return stream_flag(self.name, "train")
+    return self.pattern_flag or stream_flag(self.name, "train")
 
 
 def stream_flag(stream: str, key: str) -> str:
@@ -160,8 +168,12 @@ def stream_configs(fv: flags.FlagValues, method: type[Method], *, batch_size: in
     stream_batch = value("batch_size") or batch_size
     if stream_batch < 1:
       raise ConfigError(f"--{stream_flag(name, 'batch_size')}={stream_batch} must be >= 1")
+    pattern_flag = stream_flag(name, "train")
+    if value("train") is None and spec.domain != name:
+      pattern_flag = stream_flag(spec.domain, "train")
     streams[name] = StreamConfig(
-        name=name, pattern=value("train"), labelled=spec.labelled,
+        name=name, pattern=fv[pattern_flag].value, labelled=spec.labelled, domain=spec.domain,
+        pattern_flag=pattern_flag,
         class_set=labels.get_class_set(class_set),
         size=parse_size(fv[size_flag].value, size_flag), batch_size=stream_batch,
         augment=_augment(value("augment"), stream_flag(name, "augment")))
@@ -227,7 +239,8 @@ def training_dataset_fn(streams: Mapping[str, StreamConfig],
         name: pipeline.make_dataset(stream.pattern, class_set=stream.class_set.name,
                                     image_size=stream.size, batch_size=stream.batch_size,
                                     training=True, seed=seed + index, augment=stream.augment,
-                                    input_context=context, interpolation=interpolation)
+                                    input_context=context, interpolation=interpolation,
+                                    filenames=stream.filenames)
         for index, (name, stream) in enumerate(streams.items())})
 
   return build

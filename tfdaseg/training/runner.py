@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdaseg import models
-from tfdaseg.training import inputs, loop
+from tfdaseg.training import inputs, labelled_target, loop
 from tfdaseg.run_folder import list_checkpoints, write_generator_spec
 from tfdaseg.training.config import ConfigError, ModelConfig, TrainConfig, validate
 from tfdaseg.training.determinism import enable_determinism
@@ -85,6 +85,9 @@ def run(config: TrainConfig) -> loop.TrainResult:
                         f"divisible by the {replicas} replicas of --strategy={runtime.strategy}")
   method = config.build_method()
   inputs.check_streams(config.streams)
+  streams = labelled_target.apply(config.streams, config.labelled_target,
+                                  seed=config.loop.random_seed, model_dir=config.model_dir,
+                                  write=is_chief(strategy))
   validator = None
   if config.loop.eval_every:
     validator = Validator(
@@ -107,13 +110,13 @@ def run(config: TrainConfig) -> loop.TrainResult:
   if is_chief(strategy):
     write_generator_spec(config.model_dir, generator, config.data.class_set, config.target_size,
                          inference_network=method.inference_network)
-  dataset_fn = inputs.training_dataset_fn(config.streams, config.data.interpolation)
+  dataset_fn = inputs.training_dataset_fn(streams, config.data.interpolation)
   preview = None
   if config.loop.image_summary_every:
     preview = inputs.preview(dataset_fn, config.model_class_set.palette, config.loop.random_seed)
   logging.info("%s with %s on %d replica(s), xla=%s, precision=%s, model_dir=%s",
                config.method_name, config.model.model, replicas, model.jit_compile_step,
                runtime.mixed_precision, os.path.abspath(config.model_dir))
-  images_per_step = config.loop.iter_size * sum(s.batch_size for s in config.streams.values())
+  images_per_step = config.loop.iter_size * sum(s.batch_size for s in streams.values())
   return loop.train(model, strategy, dataset_fn, config.model_dir, config.loop,
                     validator=validator, preview=preview, images_per_step=images_per_step)
