@@ -52,10 +52,14 @@ class StreamSpec:
     labelled: Whether its labels are read (the split must have them).
     domain: "source" or "target": the stream's defaults (class set, input size) are the
       domain's unless its own flags say otherwise.
+    aligned_with: Another stream of the method whose split is content-aligned with this one's
+      (the same records in the same order, e.g. a copy by tools/make_transformed_dataset.py):
+      the two are read in lockstep, so batch i of both holds the same images.
   """
 
   labelled: bool
   domain: str
+  aligned_with: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
