@@ -309,6 +309,8 @@ class Method:
     streams: Stream name -> spec of the data it reads every step.
     inference_network: The network evaluation and export use by default ("generator", or an
       exportable network of `networks()` such as a mean teacher).
+    trains_heads: Whether the generator's loss reaches its heads; False for a loss that stops
+      at their input (feature regression keeps its teacher's classifier).
   """
 
   config_class: ClassVar[type] = MethodConfig
@@ -316,6 +318,7 @@ class Method:
       SOURCE: StreamSpec(labelled=True, domain=SOURCE),
       TARGET: StreamSpec(labelled=False, domain=TARGET)}
   inference_network: ClassVar[str] = GENERATOR
+  trains_heads: ClassVar[bool] = True
 
   def __init__(self, config: MethodConfig, num_classes: int):
     if not isinstance(config, self.config_class):
