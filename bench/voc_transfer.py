@@ -1,0 +1,172 @@
+"""Transfer to a synthetically transformed domain: source-only vs feature regression vs fine-tune.
+
+The setting of Benbihi et al. (arXiv 1805.04141) at demo size: the demo's labelled street
+scenes (tools/make_demo_data.py, the Cityscapes-layout "real" domain) are the source, their
+content-aligned copy by tools/make_transformed_dataset.py the target. Per seed, every stage is a
+public command: a source-only model trained on the source, exported as model.keras; from it,
+feature regression (no target labels) and fine-tuning on the labelled target copy; all scored
+on the transformed val split (source-only also on the original val, its upper bound before
+the shift). Writes `results.json`, `results.md` (the table: mean and spread over seeds, wall
+time) and `per_class_iou.png` (the chart, first seed) under --root, and prints one JSON line.
+
+Usage:
+  python bench/voc_transfer.py [--seeds=0,1,2] [--num_train=1500] [--num_val=200] \
+      [--size=128x64] [--source_steps=600] [--transfer_steps=300] [--root=bench_out/voc_transfer]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from tfdaseg.data import labels  # noqa: E402
+from tfdaseg.evaluation import plots  # noqa: E402
+from tfdaseg.utils.files import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
+
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (the data is the same).")
+_ROOT = flags.DEFINE_string("root", "bench_out/voc_transfer", "Folder for data, runs, results.")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", 1500, "Labelled source scenes (and their copies).")
+_NUM_VAL = flags.DEFINE_integer("num_val", 200, "Validation scenes (and their copies).")
+_SIZE = flags.DEFINE_string("size", "128x64", "Scene size WIDTHxHEIGHT (also the training size).")
+_SOURCE_STEPS = flags.DEFINE_integer("source_steps", 600, "Steps of the source-only teacher.")
+_TRANSFER_STEPS = flags.DEFINE_integer("transfer_steps", 300, "Steps of feature regression and "
+                                       "of fine-tuning, from the teacher.")
+_TRANSFORMS = flags.DEFINE_string("transforms", "style=0.6,hue_rotation=120,gamma=1.6,noise=6",
+                                  "The target domain's chain (tools/make_transformed_dataset.py).")
+_TRANSFER_LR = flags.DEFINE_float("transfer_learning_rate", 2.5e-3, "Base rate of both transfers.")
+_TRAIN_FLAGS = flags.DEFINE_list("train_flags", [], "Extra flags for every training.")
+
+# The demo's model and schedule (configs/demo/source_only.cfg) over each experiment's config.
+_DEMO_MODEL = ["--blocks=1,1,1,1", "--base_width=16", "--bn_mode=train", "--aspp_compat=full",
+               "--class_set=19", "--target_class_set=19", "--batch_size=8",
+               "--summary_every=50", "--image_summary_every=0",
+               "--eval_every=0"]
+_CONFIGS = {name: os.path.join(_REPO, "configs", "voc_transformed", f"{name}.cfg")
+            for name in ("source_only", "feature_regression", "finetune")}
+# Table rows: (name, run, evaluation data key).
+_ROWS = (("source-only on source (no shift)", "source_only", "val"),
+         ("source-only on target", "source_only", "copy_val"),
+         ("feature regression (no target labels)", "feature_regression", "copy_val"),
+         ("fine-tune (target labels)", "finetune", "copy_val"))
+
+
+def _run(stage: str, argv: list[str]) -> float:
+  """Runs one public command from the repository root; returns its wall time."""
+  print(f"[{stage}] {' '.join(argv)}", flush=True)
+  start = time.time()
+  env = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONPATH": _REPO, **os.environ}
+  result = subprocess.run([sys.executable, *argv], cwd=_REPO, env=env, check=False,
+                          capture_output=True, text=True)
+  if result.returncode != 0:
+    raise SystemExit(f"voc_transfer: stage {stage!r} failed:\n{result.stderr[-3000:]}")
+  return time.time() - start
+
+
+def make_data(root: str) -> dict[str, str]:
+  """Scenes, their conversion and their transformed copies; returns the TFRecord patterns."""
+  raw, records = os.path.join(root, "raw"), os.path.join(root, "tfrecords")
+  _run("data", ["tools/make_demo_data.py", f"--output_dir={raw}", "--seed=0", "--num_source=1",
+                f"--num_target_train={_NUM_TRAIN.value}", f"--num_target_val={_NUM_VAL.value}",
+                f"--size={_SIZE.value}"])
+  patterns = {}
+  for split in ("train", "val"):
+    out = os.path.join(records, split)
+    if not os.path.exists(os.path.join(out, f"cityscapes-{split}.json")):
+      _run(f"convert {split}", ["tools/convert_to_tfrecord.py", "--dataset=cityscapes",
+                                f"--data_dir={os.path.join(raw, 'cityscapes')}",
+                                f"--split={split}", f"--output_dir={out}", "--num_shards=2"])
+    patterns[split] = os.path.join(out, f"cityscapes-{split}-*.tfrecord")
+    copy = os.path.join(records, f"copy_{split}")
+    if not os.path.exists(os.path.join(copy, f"cityscapes_transformed-{split}.json")):
+      _run(f"transform {split}", ["tools/make_transformed_dataset.py",
+                                  f"--input={patterns[split]}", f"--output_dir={copy}",
+                                  f"--transforms={_TRANSFORMS.value}", "--seed=0"])
+    patterns[f"copy_{split}"] = os.path.join(copy, f"cityscapes_transformed-{split}-*.tfrecord")
+  return patterns
+
+
+def _train(name: str, model_dir: str, seed: int, steps: int, *flags_: str) -> float:
+  return _run(f"train {name}", ["-m", "tfdaseg.train", f"--flagfile={_CONFIGS[name]}",
+                                f"--model_dir={model_dir}", f"--random_seed={seed}",
+                                f"--num_steps={steps}", f"--num_steps_stop={steps}",
+                                f"--save_pred_every={steps}", *_DEMO_MODEL, *flags_,
+                                *_TRAIN_FLAGS.value])
+
+
+def run_seed(seed: int, root: str, patterns: dict[str, str]) -> dict:
+  """Trains the three runs of one seed and scores the table's rows; returns mIoUs and times."""
+  runs = os.path.join(root, f"seed{seed}")
+  size = _SIZE.value.replace("x", ",")
+  sizes = [f"--input_size={size}", f"--input_size_target={size}",
+           f"--target_val={patterns['copy_val']}"]
+  export = os.path.join(runs, "source_only_export")
+  times = {"source_only": _train("source_only", os.path.join(runs, "source_only"), seed,
+                                 _SOURCE_STEPS.value, f"--source_train={patterns['train']}",
+                                 "--learning_rate=2.5e-3", *sizes)}
+  _run("export", ["-m", "tfdaseg.export", f"--model_dir={os.path.join(runs, 'source_only')}",
+                  "--format=keras", f"--output={export}", "--overwrite"])
+  transfer = [f"--restore_from={os.path.join(export, 'model.keras')}",
+              f"--learning_rate={_TRANSFER_LR.value}", *sizes]
+  times["feature_regression"] = _train(
+      "feature_regression", os.path.join(runs, "feature_regression"), seed,
+      _TRANSFER_STEPS.value, f"--source_train={patterns['train']}",
+      f"--target_train={patterns['copy_train']}", *transfer)
+  times["finetune"] = _train("finetune", os.path.join(runs, "finetune"), seed,
+                             _TRANSFER_STEPS.value, f"--target_train={patterns['copy_train']}",
+                             *transfer)
+  scores = {}
+  for row, run, data in _ROWS:
+    out = os.path.join(runs, "eval", f"{run}-{data}")
+    _run(f"evaluate {row}", ["-m", "tfdaseg.evaluate", f"--model_dir={os.path.join(runs, run)}",
+                             f"--data={patterns[data]}", "--class_set=19", f"--output_dir={out}"])
+    scores[row] = read_json(os.path.join(out, "metrics.json"))
+  return {"scores": scores, "train_s": times}
+
+
+def _table(results: dict[int, dict], wall_s: float) -> str:
+  seeds = sorted(results)
+  lines = ["| setting | mIoU (mean) | spread (min-max) | per seed |", "|---|---|---|---|"]
+  for row, _, _ in _ROWS:
+    values = np.array([results[s]["scores"][row]["miou"] * 100 for s in seeds])
+    lines.append(f"| {row} | {values.mean():.1f} | {values.min():.1f}-{values.max():.1f} | "
+                 f"{', '.join(f'{v:.1f}' for v in values)} |")
+  settings = (f"seeds {','.join(map(str, seeds))}; {_NUM_TRAIN.value} train / {_NUM_VAL.value} "
+              f"val scenes at {_SIZE.value}; teacher {_SOURCE_STEPS.value} steps, transfers "
+              f"{_TRANSFER_STEPS.value} steps; target = {_TRANSFORMS.value}")
+  return "\n".join(["# Transfer to a transformed domain (bench/voc_transfer.py)", "", settings,
+                    "", *lines, "", f"Wall time: {wall_s / 60:.1f} min.", ""])
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  start = time.time()
+  root = os.path.join(_REPO, _ROOT.value) if not os.path.isabs(_ROOT.value) else _ROOT.value
+  patterns = make_data(root)
+  results = {int(seed): run_seed(int(seed), root, patterns) for seed in _SEEDS.value}
+  wall_s = time.time() - start
+  first = results[min(results)]["scores"]
+  class_set = labels.get_class_set("19")
+  present = [c for c in class_set.names
+             if any(m["per_class_iou"].get(c) is not None for m in first.values())]
+  plots.plot_per_class_iou({row: first[row]["per_class_iou"] for row, _, _ in _ROWS}, present,
+                           os.path.join(root, "per_class_iou.png"),
+                           title="transfer to the transformed domain: per-class IoU")
+  atomic_write_json(os.path.join(root, "results.json"), {"results": results,
+                                                         "wall_s": round(wall_s, 1)})
+  table = _table(results, wall_s)
+  atomic_write_bytes(os.path.join(root, "results.md"), table.encode())
+  print(table)
+  print(json.dumps({"bench": "voc_transfer", "wall_s": round(wall_s, 1), **{
+      row: [round(results[s]["scores"][row]["miou"] * 100, 2) for s in sorted(results)]
+      for row, _, _ in _ROWS}}))
+
+
+if __name__ == "__main__":
+  app.run(main)
