@@ -13,6 +13,7 @@ CASES = {
     "adaptsegnet_feature_single": ("adaptsegnet", {"adapt_space": "feature", "levels": "single",
                                                    "lambda_seg": 0.0}),
     "advent_both": ("advent", {"advent_mode": "both"}),
+    "ts3_strong50": ("ts3", {"strong_fraction": 0.5}),
     "feature_regression_both_levels": ("feature_regression", {"regress_layers": ("main", "aux")}),
 }
 

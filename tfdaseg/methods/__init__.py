@@ -14,6 +14,7 @@ from tfdaseg.methods import advent  # noqa: F401
 from tfdaseg.methods import feature_regression  # noqa: F401
 from tfdaseg.methods import source_only  # noqa: F401
 from tfdaseg.methods import target_only  # noqa: F401
+from tfdaseg.methods import ts3  # noqa: F401
 from tfdaseg.methods.base import (GENERATOR, SOURCE, TARGET, EmaSpec, Method,  # noqa: F401
                                   MethodConfig, NetworkContext, NetworkSpec, Objective,
                                   OptimizerSpec, StepContext, StreamSpec, discriminator,
