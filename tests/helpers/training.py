@@ -150,24 +150,31 @@ def run_train_main(*argv: str) -> None:
     train.FLAGS.unparse_flags()
 
 
-def write_voc_and_transformed_copy(directory: str, chain: str = "gamma=2.2,hue_rotation=90"
-                                   ) -> dict[str, str]:
-  """Converts miniature VOC train (2 images) and val (1) and writes their transformed copies
-  (tools/make_transformed_dataset.py); returns their patterns: "train", "val", "copy_train",
-  "copy_val"."""
+def write_voc_tfrecords(directory: str) -> dict[str, str]:
+  """Converts miniature VOC train (2 images) and val (1); returns their patterns by split."""
   from tests.helpers import datasets
   from tfdaseg.data.converters import CONVERTERS
   from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
-  from tools.make_transformed_dataset import make_transformed_split
 
   minis = datasets.write_voc(os.path.join(directory, "raw"))
   converter = CONVERTERS.get("voc")(minis["train"].root)
+  output = os.path.join(directory, "voc")
   patterns = {}
   for split in ("train", "val"):
-    output = os.path.join(directory, "voc")
     write_split(converter, "voc", split, output, WriteOptions(num_shards=1, num_workers=0))
     patterns[split] = os.path.join(output, f"voc-{split}-*.tfrecord")
-    copy = os.path.join(directory, "copy")
+  return patterns
+
+
+def write_voc_and_transformed_copy(directory: str, chain: str = "gamma=2.2,hue_rotation=90"
+                                   ) -> dict[str, str]:
+  """`write_voc_tfrecords` plus the splits' transformed copies (tools/make_transformed_dataset.py):
+  the patterns "train", "val", "copy_train", "copy_val"."""
+  from tools.make_transformed_dataset import make_transformed_split
+
+  patterns = write_voc_tfrecords(directory)
+  copy = os.path.join(directory, "copy")
+  for split in ("train", "val"):
     make_transformed_split(patterns[split], copy, chain, num_workers=0)
     patterns[f"copy_{split}"] = os.path.join(copy, f"voc_transformed-{split}-*.tfrecord")
   return patterns

@@ -18,9 +18,10 @@ EXPECTED_CONFIGS = {
     "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
     "voc_transformed": {"source_only", "feature_regression", "finetune"},
+    "voc": {"supervised", "ts3_strong50", "ts3_strong0"},
 }
 # Configs named after the experiment rather than their method: name -> method.
-CONFIG_METHODS = {"finetune": "target_only"}
+CONFIG_METHODS = {"finetune": "target_only", "supervised": "source_only"}
 
 
 def parse(*argv: str) -> train_config.TrainConfig:
