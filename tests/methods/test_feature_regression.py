@@ -68,13 +68,15 @@ def test_trains_without_target_labels_keeps_the_classifier_and_evaluates(voc, so
     assert json.load(f)["num_images"] == 1
 
 
-def test_unpaired_target_is_refused_naming_both_flags(voc, tmp_path):
+def test_unpaired_target_or_no_teacher_is_refused(voc, source_model, tmp_path):
+  data = [f"--flagfile={CONFIG}", f"--model_dir={tmp_path}", f"--source_train={voc['train']}",
+          f"--target_val={voc['copy_val']}", *TINY_VOC]
   with pytest.raises(SystemExit, match=r"--target_train=.*voc_transformed-val.*not "
                                        r"content-aligned with --source_train="):
-    helpers.run_train_main(f"--flagfile={CONFIG}", f"--model_dir={tmp_path}",
-                           f"--source_train={voc['train']}",
-                           f"--target_train={voc['copy_val']}",
-                           f"--target_val={voc['copy_val']}", "--restore_from=", *TINY_VOC)
+    helpers.run_train_main(*data, f"--target_train={voc['copy_val']}",
+                           f"--restore_from={source_model}")
+  with pytest.raises(SystemExit, match="starts from a trained generator.*--restore_from"):
+    helpers.run_train_main(*data, f"--target_train={voc['copy_train']}", "--restore_from=")
   assert not list_checkpoints(str(tmp_path))
 
 

@@ -311,6 +311,8 @@ class Method:
       exportable network of `networks()` such as a mean teacher).
     trains_heads: Whether the generator's loss reaches its heads; False for a loss that stops
       at their input (feature regression keeps its teacher's classifier).
+    starts_from_trained_generator: Training needs --restore_from (feature regression's teacher
+      is the restored generator).
   """
 
   config_class: ClassVar[type] = MethodConfig
@@ -319,6 +321,7 @@ class Method:
       TARGET: StreamSpec(labelled=False, domain=TARGET)}
   inference_network: ClassVar[str] = GENERATOR
   trains_heads: ClassVar[bool] = True
+  starts_from_trained_generator: ClassVar[bool] = False
 
   def __init__(self, config: MethodConfig, num_classes: int):
     if not isinstance(config, self.config_class):

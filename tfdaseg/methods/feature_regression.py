@@ -62,6 +62,7 @@ class FeatureRegression(Method):
   streams = {SOURCE: StreamSpec(labelled=False, domain=SOURCE),
              TARGET: StreamSpec(labelled=False, domain=TARGET, aligned_with=SOURCE)}
   trains_heads = False
+  starts_from_trained_generator = True
 
   def __init__(self, config: FeatureRegressionConfig, num_classes: int):
     super().__init__(config, num_classes)
