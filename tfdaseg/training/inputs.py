@@ -234,7 +234,8 @@ def check_streams(streams: Mapping[str, StreamConfig]) -> None:
   """Checks every stream against its manifest.
 
   Raises:
-    DataError: for a missing pattern, a class-space mismatch or missing labels.
+    DataError: for a missing pattern, a class-space mismatch, missing labels, or an aligned
+      stream whose shards do not hold its partner's record counts.
   """
   manifests = {name: check_split(stream.flag, stream.pattern, stream.class_set,
                                  needs_labels=stream.labelled)
