@@ -3,8 +3,6 @@
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,6 @@ from tfdaseg.data.converters import CONVERTERS
 from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
 from tools import make_transformed_dataset
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHAIN = "gamma=1.8,noise,jpeg=40"
 
 
@@ -41,13 +38,19 @@ def _shard_order(pattern: str) -> list[list[str]]:
   return order
 
 
+def _run_cli(*argv: str) -> None:
+  """The tool's main with its flags parsed from `argv` (in this process, flags reset after)."""
+  try:
+    make_transformed_dataset.FLAGS(["make_transformed_dataset", *argv])
+    make_transformed_dataset.main(["make_transformed_dataset"])
+  finally:
+    make_transformed_dataset.FLAGS.unparse_flags()
+
+
 def test_copy_is_aligned_and_transformed_through_the_cli(voc_split, tmp_path):
   out = str(tmp_path / "copy")
-  result = subprocess.run(
-      [sys.executable, "-m", "tools.make_transformed_dataset", f"--input={voc_split}",
-       f"--output_dir={out}", f"--transforms={_CHAIN}", "--seed=3", "--num_workers=0"],
-      cwd=_REPO, capture_output=True, text=True, check=False)
-  assert result.returncode == 0, result.stderr
+  _run_cli(f"--input={voc_split}", f"--output_dir={out}", f"--transforms={_CHAIN}", "--seed=3",
+           "--num_workers=0")
   copy_pattern = os.path.join(out, "voc_transformed-train-*.tfrecord")
   assert _shard_order(copy_pattern) == _shard_order(voc_split)
   with open(os.path.join(out, "voc_transformed-train.json")) as f:
