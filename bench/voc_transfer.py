@@ -148,7 +148,9 @@ def run_seed(seed: int, root: str, patterns: dict[str, str]) -> dict:
 
 def make_scenes(root: str) -> dict[str, str]:
   """Object scenes in the VOC layout, converted; returns the train and val patterns."""
-  raw, records = os.path.join(root, "scenes_raw"), os.path.join(root, "scenes_tfrecords")
+  # One folder per scene setting, so a re-run with other sizes never reuses these scenes.
+  setting = f"scenes_{_SCENE_TRAIN.value}_{_SCENE_VAL.value}_{_SCENE_SIZE.value}"
+  raw, records = os.path.join(root, setting, "raw"), os.path.join(root, setting, "tfrecords")
   if not os.path.exists(os.path.join(raw, "ImageSets", "Segmentation", "val.txt")):
     _run("scenes", ["tools/make_object_scenes.py", f"--output_dir={raw}",
                     f"--num_train={_SCENE_TRAIN.value}", f"--num_val={_SCENE_VAL.value}",
