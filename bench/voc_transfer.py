@@ -34,7 +34,7 @@ from absl import app, flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from tfdaseg.data import labels  # noqa: E402
+from tfdaseg.data import labels, transforms  # noqa: E402
 from tfdaseg.evaluation import plots  # noqa: E402
 from tfdaseg.utils.files import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
 
@@ -85,25 +85,38 @@ def _run(stage: str, argv: list[str]) -> float:
   return time.time() - start
 
 
+def _written(manifest: str, count: int, transforms: str | None = None) -> bool:
+  """Whether `manifest` exists and describes `count` images (and the chain, for copies)."""
+  if not os.path.exists(manifest):
+    return False
+  written = read_json(manifest)
+  chain = written["options"].get("transforms")
+  return written["count"] == count and (transforms is None or chain == transforms)
+
+
 def make_data(root: str) -> dict[str, str]:
-  """Scenes, their conversion and their transformed copies; returns the TFRecord patterns."""
+  """Scenes, their conversion and their transformed copies (each redone when its manifest
+  describes other settings); returns the TFRecord patterns."""
   raw, records = os.path.join(root, "raw"), os.path.join(root, "tfrecords")
   _run("data", ["tools/make_demo_data.py", f"--output_dir={raw}", "--seed=0", "--num_source=1",
                 f"--num_target_train={_NUM_TRAIN.value}", f"--num_target_val={_NUM_VAL.value}",
                 f"--size={_SIZE.value}"])
+  chain = transforms.chain_text(transforms.parse_chain(_TRANSFORMS.value))
   patterns = {}
-  for split in ("train", "val"):
+  for split, count in (("train", _NUM_TRAIN.value), ("val", _NUM_VAL.value)):
     out = os.path.join(records, split)
-    if not os.path.exists(os.path.join(out, f"cityscapes-{split}.json")):
+    if not _written(os.path.join(out, f"cityscapes-{split}.json"), count):
       _run(f"convert {split}", ["tools/convert_to_tfrecord.py", "--dataset=cityscapes",
                                 f"--data_dir={os.path.join(raw, 'cityscapes')}",
-                                f"--split={split}", f"--output_dir={out}", "--num_shards=2"])
+                                f"--split={split}", f"--output_dir={out}", "--num_shards=2",
+                                "--overwrite"])
     patterns[split] = os.path.join(out, f"cityscapes-{split}-*.tfrecord")
     copy = os.path.join(records, f"copy_{split}")
-    if not os.path.exists(os.path.join(copy, f"cityscapes_transformed-{split}.json")):
+    if not _written(os.path.join(copy, f"cityscapes_transformed-{split}.json"), count, chain):
       _run(f"transform {split}", ["tools/make_transformed_dataset.py",
                                   f"--input={patterns[split]}", f"--output_dir={copy}",
-                                  f"--transforms={_TRANSFORMS.value}", "--seed=0"])
+                                  f"--transforms={_TRANSFORMS.value}", "--seed=0",
+                                  "--overwrite"])
     patterns[f"copy_{split}"] = os.path.join(copy, f"cityscapes_transformed-{split}-*.tfrecord")
   return patterns
 
