@@ -46,16 +46,24 @@ def _snapshot(model) -> dict[str, list[np.ndarray]]:
 
 
 def check_gradient_routing(model, batch: dict) -> None:
-  """The generator's loss reaches its main head; each trained network gets a gradient for
-  every variable; networks without an optimiser get none."""
+  """The generator's loss reaches its main head (none of its heads for a method that does not
+  train them, but the rest of it); each trained network gets a gradient for every variable;
+  networks without an optimiser get none."""
   step, seed = tf.constant(0, tf.int64), tf.constant([0, 0], tf.int32)
   generator_gradients, network_gradients, _ = model._gradients(batch, 1.0, step, seed)
   head = next(layer for layer in model.generator.layers
               if isinstance(layer, AsppClassifier) and layer.name == "main_head")
   head_ids = {id(v) for v in head.trainable_variables}
-  for variable, gradient in zip(model.generator.trainable_variables, generator_gradients):
-    if id(variable) in head_ids:
-      assert gradient is not None, f"no gradient for the generator's {variable.path}"
+  if not model.method.trains_heads:
+    head_ids = {id(v) for layer in model.generator.layers if isinstance(layer, AsppClassifier)
+                for v in layer.trainable_variables}
+    reached = [id(v) for v, g in zip(model.generator.trainable_variables, generator_gradients)
+               if g is not None]
+    assert reached and not head_ids & set(reached), "the loss must reach the generator only"
+  else:
+    for variable, gradient in zip(model.generator.trainable_variables, generator_gradients):
+      if id(variable) in head_ids:
+        assert gradient is not None, f"no gradient for the generator's {variable.path}"
   trained = {name for name, spec in model.specs.items() if spec.optimizer is not None}
   assert set(network_gradients) <= trained, "a network without an optimiser got gradients"
   for name, gradients in network_gradients.items():

@@ -139,6 +139,46 @@ TINY_TRAIN_FLAGS = [
 ]
 
 
+def run_train_main(*argv: str) -> None:
+  """Runs `python -m tfdaseg.train *argv` in this process (its own flags, reset afterwards)."""
+  from tfdaseg import train
+  try:
+    train.FLAGS(["train", *argv])
+    train.main(["train"])
+  finally:
+    train.FLAGS.unparse_flags()
+
+
+def write_voc_tfrecords(directory: str) -> dict[str, str]:
+  """Converts miniature VOC train (2 images) and val (1); returns their patterns by split."""
+  from tests.helpers import datasets
+  from tfdaseg.data.converters import CONVERTERS
+  from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
+
+  minis = datasets.write_voc(os.path.join(directory, "raw"))
+  converter = CONVERTERS.get("voc")(minis["train"].root)
+  output = os.path.join(directory, "voc")
+  patterns = {}
+  for split in ("train", "val"):
+    write_split(converter, "voc", split, output, WriteOptions(num_shards=1, num_workers=0))
+    patterns[split] = os.path.join(output, f"voc-{split}-*.tfrecord")
+  return patterns
+
+
+def write_voc_and_transformed_copy(directory: str, chain: str = "gamma=2.2,hue_rotation=90"
+                                   ) -> dict[str, str]:
+  """`write_voc_tfrecords` plus the splits' transformed copies (tools/make_transformed_dataset.py):
+  the patterns "train", "val", "copy_train", "copy_val"."""
+  from tools.make_transformed_dataset import make_transformed_split
+
+  patterns = write_voc_tfrecords(directory)
+  copy = os.path.join(directory, "copy")
+  for split in ("train", "val"):
+    make_transformed_split(patterns[split], copy, chain, num_workers=0)
+    patterns[f"copy_{split}"] = os.path.join(copy, f"voc_transformed-{split}-*.tfrecord")
+  return patterns
+
+
 def train_tiny(model_dir: str, steps: int, *, strategy: tf.distribute.Strategy | None = None,
                save_every: int = 2, global_batch: int = 2,
                **loop_options) -> tuple[DomainAdaptationModel, loop.TrainResult]:

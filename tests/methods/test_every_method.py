@@ -19,6 +19,8 @@ CASES = {
     "region_selection_per_class": ("region_selection", {"weight_maps": "per_class",
                                                         "weighting_hidden": 4,
                                                         "region_grid": (2, 2)}),
+    "ts3_strong50": ("ts3", {"strong_fraction": 0.5}),
+    "feature_regression_both_levels": ("feature_regression", {"regress_layers": ("main", "aux")}),
 }
 
 

@@ -254,44 +254,138 @@ def make_dataset(
     class_set = labels.get_class_set(class_set)
   parser = Parser(class_set, image_size, label_size, interpolation,
                   augment_lib.AugmentConfig.from_value(augment))
-  files = shards.match_files(file_pattern)
-  _check_class_space(files, class_set)
-  listed = integrity.listed_shards(files)
-  deterministic = seed is not None or not training
+  aligned = make_aligned_dataset(
+      [file_pattern], [parser], batch_size=batch_size, training=training, seed=seed,
+      input_context=input_context, shuffle_buffer=shuffle_buffer,
+      shuffle_memory_bytes=shuffle_memory_bytes, cycle_length=cycle_length, filenames=filenames)
+  return aligned.map(lambda *batches: batches[0])
 
+
+def _aligned_shards(file_patterns: Sequence[str | Sequence[str]], parsers: Sequence[Parser]
+                    ) -> list[list[integrity.ListedShard]]:
+  """The shards of each split, checked to hold the same record counts file by file.
+
+  Raises:
+    ValueError: naming the patterns, when a split's storage space is not its parser's or the
+      splits are not aligned (another shard count, other record counts).
+  """
+  listed = []
+  for pattern, parser in zip(file_patterns, parsers):
+    files = shards.match_files(pattern)
+    _check_class_space(files, parser.class_set)
+    listed.append(integrity.listed_shards(files))
+  for pattern, split in zip(file_patterns[1:], listed[1:]):
+    counts, first = [s.records for s in split], [s.records for s in listed[0]]
+    if counts != first:
+      raise ValueError(f"{pattern!r} is not aligned with {file_patterns[0]!r}: its shards hold "
+                       f"{counts} records, the other's {first} (make the copy with "
+                       "tools/make_transformed_dataset.py)")
+  return listed
+
+
+def _check_filenames(records: tuple, patterns: Sequence) -> tuple:
+  """Fails naming the patterns when aligned records are not of the same `image/filename`."""
+  decoded = [schema.decode_example(r) for r in records]
+  checks = [tf.debugging.Assert(tf.equal(decoded[0]["filename"], d["filename"]), [
+      f"{patterns[0]!r} and {pattern!r} are not aligned: record of", decoded[0]["filename"],
+      "meets", d["filename"]]) for pattern, d in zip(patterns[1:], decoded[1:])]
+  if not checks:
+    return tuple(decoded)
+  with tf.control_dependencies(checks):
+    return tuple(tf.nest.map_structure(tf.identity, d) for d in decoded)
+
+
+def make_aligned_dataset(
+    file_patterns: Sequence[str | Sequence[str]],
+    parsers: Sequence[Parser],
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int | None = None,
+    shuffle_memory_bytes: int = DEFAULT_SHUFFLE_MEMORY_BYTES,
+    cycle_length: int = DEFAULT_CYCLE_LENGTH,
+    filenames: FilenameFilter | None = None,
+) -> tf.data.Dataset:
+  """Reads content-aligned splits in lockstep: batch i of every split holds the same images.
+
+  The splits must hold the same records in the same shards and order (a split and its copy by
+  tools/make_transformed_dataset.py); record k of every split is read together, each parsed by
+  its own parser with the same augmentation seed (the same crop and flip when the sizes agree).
+  A record whose `image/filename` differs from its partner's fails the iteration naming the
+  patterns. One split is `make_dataset`'s reading (see there for the order and the buffer).
+
+  Args:
+    file_patterns: One glob (or list of globs) per split.
+    parsers: One parser per split.
+    batch_size: Global batch size of every split; per replica with `input_context`.
+    training: Repeat, shuffle files and records, drop the last partial batch; else one pass.
+    seed: Shuffling and augmentation seed.
+    input_context: Reads only this input pipeline's share of the files.
+    shuffle_buffer: Records in the shuffle buffer; None sizes it from the manifests, within
+      `shuffle_memory_bytes` over all the splits.
+    shuffle_memory_bytes: Memory bound of the automatically sized buffer.
+    cycle_length: Shards read in parallel while training.
+    filenames: Reads only (or all but) the listed images, by the first split's filenames (see
+      `make_dataset`).
+
+  Returns:
+    A dataset of tuples of {"image", "label", "filename"} batches, one per split.
+
+  Raises:
+    FileNotFoundError: when no file matches or a manifest is missing.
+    ValueError: for a storage space that is not the parser's, splits that are not aligned, or
+      fewer files than input pipelines.
+  """
+  listed = _aligned_shards(file_patterns, parsers)
+  deterministic = seed is not None or not training
+  num_files = len(listed[0])
   if input_context is not None:
-    if input_context.num_input_pipelines > len(listed):
-      raise ValueError(f"{file_pattern!r}: {len(listed)} files cannot be split over "
+    if input_context.num_input_pipelines > num_files:
+      raise ValueError(f"{file_patterns[0]!r}: {num_files} files cannot be split over "
                        f"{input_context.num_input_pipelines} input pipelines; convert with "
                        "more shards")
     # As Dataset.shard: every n-th file, here so that the buffer is sized from this share.
-    listed = listed[input_context.input_pipeline_id::input_context.num_input_pipelines]
+    listed = [split[input_context.input_pipeline_id::input_context.num_input_pipelines]
+              for split in listed]
     batch_size = input_context.get_per_replica_batch_size(batch_size)
+  paths = tuple(tf.constant([s.path for s in split]) for split in listed)
   dataset = tf.data.Dataset.from_tensor_slices(
-      ([s.path for s in listed], tf.constant([s.records for s in listed], tf.int64)))
+      (paths, tf.constant([s.records for s in listed[0]], tf.int64)))
+
+  def read(split_paths: tuple, records: tf.Tensor) -> tf.data.Dataset:
+    return tf.data.Dataset.zip(tuple(integrity.read_shard(p, records) for p in split_paths))
+
   if training:
-    dataset = dataset.shuffle(len(listed), seed=_stage_seed(seed, _FILE_ORDER),
+    dataset = dataset.shuffle(len(listed[0]), seed=_stage_seed(seed, _FILE_ORDER),
                               reshuffle_each_iteration=True).repeat()
     dataset = dataset.interleave(
-        integrity.read_shard, cycle_length=min(cycle_length, len(listed)), block_length=1,
+        read, cycle_length=min(cycle_length, len(listed[0])), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if filenames is not None:
-      dataset = dataset.filter(filenames)
+      dataset = dataset.filter(lambda *records: filenames(records[0]))
     if shuffle_buffer is None:
-      shuffle_buffer = shuffle_buffer_size(listed, shuffle_memory_bytes)
+      shuffle_buffer = min(shuffle_buffer_size(split, shuffle_memory_bytes // len(listed))
+                           for split in listed)
       if filenames is not None and filenames.keep:
         shuffle_buffer = min(shuffle_buffer, max(len(filenames.names), 1))
     dataset = dataset.shuffle(shuffle_buffer, seed=_stage_seed(seed, _RECORD_ORDER),
                               reshuffle_each_iteration=True)
   else:
-    dataset = dataset.flat_map(integrity.read_shard)
+    dataset = dataset.flat_map(read)
     if filenames is not None:
-      dataset = dataset.filter(filenames)
+      dataset = dataset.filter(lambda *records: filenames(records[0]))
 
-  def parse(serialized: tf.Tensor, example_seed: tf.Tensor | None = None) -> dict:
-    return parser(schema.decode_example(serialized), example_seed)
+  augmented = any(parser.augment is not None for parser in parsers)
 
-  if parser.augment is not None:
+  def parse(*element) -> tuple:
+    # Elements are (records, seed) when augmenting, else the records, unpacked by map.
+    records, example_seed = element if augmented else (element, None)
+    decoded = _check_filenames(records, file_patterns)
+    return tuple(parser(d, example_seed) for parser, d in zip(parsers, decoded))
+
+  if augmented:
     # One stateless seed per example, from a seeded stream: same seed, same augmentation.
     seeds = tf.data.Dataset.random(seed=_stage_seed(seed, _AUGMENTATION)).batch(
         2, drop_remainder=True)

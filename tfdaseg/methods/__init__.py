@@ -13,10 +13,12 @@ from tfdaseg.methods import adaptsegnet  # noqa: F401
 from tfdaseg.methods import adaptsegnet_ssl  # noqa: F401
 from tfdaseg.methods import advent  # noqa: F401
 from tfdaseg.methods import ass  # noqa: F401
+from tfdaseg.methods import feature_regression  # noqa: F401
 from tfdaseg.methods import region_selection  # noqa: F401
 from tfdaseg.methods import source_and_target  # noqa: F401
 from tfdaseg.methods import source_only  # noqa: F401
 from tfdaseg.methods import target_only  # noqa: F401
+from tfdaseg.methods import ts3  # noqa: F401
 from tfdaseg.methods.base import (GENERATOR, LABELLED_TARGET, SOURCE, TARGET, EmaSpec,  # noqa: F401
                                   Method,
                                   MethodConfig, NetworkContext, NetworkSpec, Objective,

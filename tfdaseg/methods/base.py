@@ -54,10 +54,14 @@ class StreamSpec:
     labelled: Whether its labels are read (the split must have them).
     domain: "source" or "target": the stream's defaults (class set, input size) are the
       domain's unless its own flags say otherwise.
+    aligned_with: Another stream of the method whose split is content-aligned with this one's
+      (the same records in the same order, e.g. a copy by tools/make_transformed_dataset.py):
+      the two are read in lockstep, so batch i of both holds the same images.
   """
 
   labelled: bool
   domain: str
+  aligned_with: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +311,10 @@ class Method:
     streams: Stream name -> spec of the data it reads every step.
     inference_network: The network evaluation and export use by default ("generator", or an
       exportable network of `networks()` such as a mean teacher).
+    trains_heads: Whether the generator's loss reaches its heads; False for a loss that stops
+      at their input (feature regression keeps its teacher's classifier).
+    starts_from_trained_generator: Training needs --restore_from (feature regression's teacher
+      is the restored generator).
   """
 
   config_class: ClassVar[type] = MethodConfig
@@ -314,6 +322,8 @@ class Method:
       SOURCE: StreamSpec(labelled=True, domain=SOURCE),
       TARGET: StreamSpec(labelled=False, domain=TARGET)}
   inference_network: ClassVar[str] = GENERATOR
+  trains_heads: ClassVar[bool] = True
+  starts_from_trained_generator: ClassVar[bool] = False
 
   def __init__(self, config: MethodConfig, num_classes: int):
     if not isinstance(config, self.config_class):

@@ -266,3 +266,7 @@ def validate(config: TrainConfig, *, require_model_dir: bool = True) -> None:
   for stream in config.streams.values():
     _require(bool(stream.pattern), f"--method={config.method_name} reads the {stream.name} "
              f"stream: --{stream.flag} (a TFRecord file pattern) is required")
+  _require(not methods.METHODS.get(config.method_name).starts_from_trained_generator
+           or bool(config.model.restore_from),
+           f"--method={config.method_name} starts from a trained generator (its teacher): give "
+           "--restore_from=<the source-only model.keras>")

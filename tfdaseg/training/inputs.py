@@ -58,6 +58,7 @@ class StreamConfig:
     domain: "source" or "target".
     pattern_flag: The flag its pattern came from ("" : its own `--{name}_train`).
     filenames: Reads only (or all but) these images of the split (None: all).
+    aligned_with: The stream it is read in lockstep with (`StreamSpec.aligned_with`), or None.
   """
 
   name: str
@@ -70,6 +71,7 @@ class StreamConfig:
   domain: str = SOURCE
   pattern_flag: str = ""
   filenames: pipeline.FilenameFilter | None = None
+  aligned_with: str | None = None
 
   @property
   def flag(self) -> str:
@@ -176,8 +178,29 @@ def stream_configs(fv: flags.FlagValues, method: type[Method], *, batch_size: in
         pattern_flag=pattern_flag,
         class_set=labels.get_class_set(class_set),
         size=parse_size(fv[size_flag].value, size_flag), batch_size=stream_batch,
-        augment=_augment(value("augment"), stream_flag(name, "augment")))
+        augment=_augment(value("augment"), stream_flag(name, "augment")),
+        aligned_with=spec.aligned_with)
+  for stream in streams.values():
+    if stream.aligned_with is not None:
+      _check_alignable(stream, streams[stream.aligned_with])
   return streams
+
+
+def _check_alignable(stream: StreamConfig, partner: StreamConfig) -> None:
+  """Aligned streams are batched together and compared pixel for pixel.
+
+  Raises:
+    ConfigError: naming the flags, when their sizes or batch sizes differ.
+  """
+  if partner.aligned_with is not None:
+    raise ConfigError(f"stream {stream.name} is aligned with {partner.name}, which is aligned "
+                      "itself: align every stream with the same one")
+  for key, mine, theirs in (("size", stream.size, partner.size),
+                            ("batch_size", stream.batch_size, partner.batch_size)):
+    if mine != theirs:
+      raise ConfigError(f"--{stream_flag(stream.name, key)} ({mine}) must equal "
+                        f"--{stream_flag(partner.name, key)} ({theirs}): the {stream.name} "
+                        f"stream is read in lockstep with the {partner.name} stream")
 
 
 def check_split(flag: str, pattern: str, class_set: labels.ClassSet,
@@ -223,10 +246,24 @@ def check_streams(streams: Mapping[str, StreamConfig]) -> None:
   """Checks every stream against its manifest.
 
   Raises:
-    DataError: for a missing pattern, a class-space mismatch or missing labels.
+    DataError: for a missing pattern, a class-space mismatch, missing labels, or an aligned
+      stream whose shards do not hold its partner's record counts.
   """
-  for stream in streams.values():
-    check_split(stream.flag, stream.pattern, stream.class_set, needs_labels=stream.labelled)
+  manifests = {name: check_split(stream.flag, stream.pattern, stream.class_set,
+                                 needs_labels=stream.labelled)
+               for name, stream in streams.items()}
+  for name, stream in streams.items():
+    if stream.aligned_with is None:
+      continue
+    partner = streams[stream.aligned_with]
+    mine, theirs = manifests[name], manifests[stream.aligned_with]
+    if mine["shard_lengths"] != theirs["shard_lengths"]:
+      raise DataError(
+          f"--{stream.flag}={stream.pattern}: not content-aligned with --{partner.flag}="
+          f"{partner.pattern} (its shards hold {mine['shard_lengths']} records, the other's "
+          f"{theirs['shard_lengths']}); the {name} stream needs, for every image, the same "
+          f"image of the other domain in the same place: write it with "
+          "tools/make_transformed_dataset.py")
 
 
 def training_dataset_fn(streams: Mapping[str, StreamConfig],
@@ -234,14 +271,30 @@ def training_dataset_fn(streams: Mapping[str, StreamConfig],
   """A `DatasetFn`: every stream at its size and global batch size, zipped; images resized with
   `interpolation` ("bicubic" like the reference's PIL, or "bilinear")."""
 
+  def parser(stream: StreamConfig) -> pipeline.Parser:
+    return pipeline.Parser(stream.class_set, stream.size, pipeline.SAME, interpolation,
+                           stream.augment)
+
+  # Each stream that is not aligned with another leads a group: itself and the streams aligned
+  # with it, read by one pipeline.
+  groups = {name: [name] + [other for other, s in streams.items() if s.aligned_with == name]
+            for name, stream in streams.items() if stream.aligned_with is None}
+
+  places = {member: (leader, position) for leader, members in groups.items()
+            for position, member in enumerate(members)}
+
+  def unpack(grouped: dict) -> dict:
+    return {name: grouped[places[name][0]][places[name][1]] for name in streams}
+
   def build(context: tf.distribute.InputContext, seed: int) -> tf.data.Dataset:
-    return tf.data.Dataset.zip({
-        name: pipeline.make_dataset(stream.pattern, class_set=stream.class_set.name,
-                                    image_size=stream.size, batch_size=stream.batch_size,
-                                    training=True, seed=seed + index, augment=stream.augment,
-                                    input_context=context, interpolation=interpolation,
-                                    filenames=stream.filenames)
-        for index, (name, stream) in enumerate(streams.items())})
+    order = list(streams)
+    grouped = {leader: pipeline.make_aligned_dataset(
+        [streams[member].pattern for member in members],
+        [parser(streams[member]) for member in members], batch_size=streams[leader].batch_size,
+        training=True, seed=seed + order.index(leader), input_context=context,
+        filenames=streams[leader].filenames)
+        for leader, members in groups.items()}
+    return tf.data.Dataset.zip(grouped).map(unpack)
 
   return build
 
