@@ -11,6 +11,7 @@ import os
 # The registry lines: one per method module.
 from tfdaseg.methods import adaptsegnet  # noqa: F401
 from tfdaseg.methods import advent  # noqa: F401
+from tfdaseg.methods import dacs  # noqa: F401
 from tfdaseg.methods import source_only  # noqa: F401
 from tfdaseg.methods import target_only  # noqa: F401
 from tfdaseg.methods.base import (GENERATOR, SOURCE, TARGET, EmaSpec, Method,  # noqa: F401

@@ -1,0 +1,79 @@
+"""DACS (Tran-Vu et al., WACV 2021): self-training with a mean teacher and ClassMix.
+
+Per step (DACS trainUDA.py:395-486, DAFormer mmseg/models/uda/dacs.py:191-312): CE on the
+source; the EMA teacher's pseudo-labels of the un-augmented target images, weighted by their
+quality (the share of confident pixels); per image, half of the classes of the source label
+pasted onto the target image (ClassMix), its label and pseudo-label mixed with the same mask
+(source pixels weight 1); the mixed image strongly augmented (colour jitter, Gaussian blur); the
+student's pixel-weighted CE on it, weight `consistency_weight`. `--mic` adds MIC's masked image
+consistency on the same teacher's pseudo-labels (MIC's `mask_alpha='same'`).
+
+The teacher averages the generator's trainable variables (`ema_teacher`). In --bn_mode=reference
+BatchNorm's gamma/beta are fixed, so they stay the copied ones, and the teacher's running
+statistics are not averaged: they are its own, updated by its training-mode forward passes on
+target images, as DACS's and DAFormer's teacher in model.train() (`parameters()` are averaged,
+buffers are not). Evaluation uses the student, as both references (`--network=teacher` loads the
+teacher).
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfdaseg.methods import augmentations, mean_teacher, self_training
+from tfdaseg.methods.base import (SOURCE, TARGET, Method, NetworkSpec, Objective, StepContext,
+                                  ema_teacher)
+from tfdaseg.methods.registry import METHODS
+from tfdaseg.utils.config_fields import field
+
+
+@dataclasses.dataclass(frozen=True)
+class DacsConfig(mean_teacher.MaskedConsistencyConfig):
+  """MaskedConsistencyConfig plus the weight of the mixed images' loss.
+
+  Args:
+    consistency_weight: Weight of the CE on the mixed images (DACS configUDA.json 1).
+  """
+
+  consistency_weight: float = field(1.0, "Weight of the CE on the mixed images (DACS 1).",
+                                    minimum=0)
+
+
+@METHODS.register("dacs")
+class Dacs(Method):
+  """Source CE + pixel-weighted CE on ClassMix-ed, strongly augmented images (+ MIC)."""
+
+  config_class = DacsConfig
+
+  def networks(self) -> dict[str, NetworkSpec]:
+    return {mean_teacher.TEACHER: ema_teacher(self.config.alpha)}
+
+  def mixed_batch(self, ctx: StepContext) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """ClassMix of source onto target, then the strong augmentation of the images.
+
+    Returns:
+      (float32 [B, H, W, 3] images, int32 [B, H, W] labels, float32 [B, H, W] weights).
+    """
+    source, target = ctx.batch[SOURCE], ctx.batch[TARGET]
+    mean_teacher.check_same_size({SOURCE: source["image"], TARGET: target["image"]})
+    pseudo_labels, pseudo_weights = mean_teacher.teacher_pseudo_labels(ctx, self.config)
+    mask = self_training.classmix_masks(source["label"], ctx.seed_for("classmix"),
+                                        self.num_classes)
+    images = self_training.mix(mask, source["image"], target["image"])
+    labels = self_training.mix(mask, tf.cast(source["label"], tf.int32), pseudo_labels)
+    # Source pixels weigh 1 (DACS trainUDA.py:474-478, DAFormer dacs.py:287-301).
+    weights = self_training.mix(mask, tf.ones_like(pseudo_weights), pseudo_weights)
+    images = augmentations.strong_augment(images, ctx.seed_for("strong_augment"),
+                                          self.config.strong_augment_config())
+    return images, labels, weights
+
+  def adaptation_objective(self, ctx: StepContext) -> Objective:
+    images, labels, weights = self.mixed_batch(ctx)
+    objective = mean_teacher.weighted_segmentation_objective(
+        ctx, "mix", images, labels, weights, self.config.lambda_seg,
+        self.config.consistency_weight)
+    _, pseudo_weights = mean_teacher.teacher_pseudo_labels(ctx, self.config)
+    objective.add_metric("pseudo_label_quality", tf.reduce_mean(pseudo_weights))
+    if self.config.mic:
+      objective = objective.merge(mean_teacher.masked_consistency_objective(ctx, self.config))
+    return objective
