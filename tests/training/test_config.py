@@ -14,8 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
-                           "advent", "advent_minent"},
-    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent"},
+                           "advent", "advent_minent", "dacs"},
+    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "dacs"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
 }
 
@@ -70,7 +70,7 @@ def test_reference_defaults():
 
 DATA = ["--source_train=s-*.tfrecord", "--target_train=t-*.tfrecord", "--model_dir=/tmp/x"]
 BAD_SETTINGS = {
-    "unknown method": (["--method=cycada"], "known: adaptsegnet, advent, source_only"),
+    "unknown method": (["--method=cycada"], "known: adaptsegnet, advent, "),
     "unknown model": (["--model=unet"], "known: "),
     "size not W,H": (["--input_size=1280x720"], "expected W,H"),
     "size too small": (["--input_size_target=16,512"], ">= 32"),

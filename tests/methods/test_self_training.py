@@ -1,0 +1,137 @@
+"""Self-training pieces: ClassMix masks, quality weight, ignored rows, MIC masks, DACS's mixed batch."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import training as helpers
+from tfdaseg import methods
+from tfdaseg.methods import losses, mean_teacher, self_training
+from tfdaseg.methods.base import StepContext
+from tfdaseg.models import outputs
+from tfdaseg.utils.config_fields import ConfigError
+
+IGNORE = 255
+
+
+def labels_with_classes(classes_per_image, size=16, seed=0):
+  """[B, size, size] int32 labels, image b holding exactly classes_per_image[b] (255 too)."""
+  rng = np.random.default_rng(seed)
+  images = []
+  for classes in classes_per_image:
+    label = np.array(classes * (size * size // len(classes) + 1))[:size * size]
+    images.append(rng.permutation(label).reshape(size, size))
+  return np.stack(images).astype(np.int32)
+
+
+def test_classmix_pastes_half_of_each_images_classes_as_whole_classes():
+  num_classes = 6
+  per_image = [[0, 1, 2], [3, 4, 5, IGNORE], [2], [0, 1, 2, 3, 4]]
+  labels = labels_with_classes(per_image)
+  seen = set()
+  for seed in range(8):
+    masks = self_training.classmix_masks(tf.constant(labels), tf.constant([seed, 1]),
+                                         num_classes).numpy()
+    for label, mask, classes in zip(labels, masks, per_image):
+      pasted = set(np.unique(label[mask]).tolist())
+      assert pasted <= set(classes)
+      assert len(pasted) == (len(classes) + len(classes) % 2) // 2
+      # Whole classes: every pixel of a pasted class is pasted, none of the others.
+      np.testing.assert_array_equal(mask, np.isin(label, list(pasted)))
+      seen.add((tuple(classes), tuple(sorted(pasted))))
+  # The draw depends on the seed: image 1 got more than one subset over the seeds.
+  assert len({p for c, p in seen if c == (3, 4, 5, IGNORE)}) > 1
+
+
+def test_classmix_subsets_are_uniform():
+  # 4 classes, 2 pasted: each of the 6 pairs with probability 1/6 (chi-square, fixed seeds).
+  labels = labels_with_classes([[0, 1, 2, 3]] * 600, size=4)
+  masks = self_training.classmix_masks(tf.constant(labels), tf.constant([3, 4]), 4).numpy()
+  pairs = [tuple(sorted(set(np.unique(l[m]).tolist()))) for l, m in zip(labels, masks)]
+  counts = np.array([pairs.count(p) for p in sorted(set(pairs))])
+  assert len(counts) == 6
+  chi_square = float(np.sum((counts - 100.0) ** 2 / 100.0))
+  assert chi_square < 20.5  # p = 0.001 at 5 degrees of freedom
+
+
+def test_quality_weight_matches_a_hand_count():
+  probabilities = np.array([[[0.99, 0.5], [0.968, 0.1]], [[0.97, 0.97], [0.2, 0.3]]], np.float32)
+  batch = self_training.quality_weight(tf.constant(probabilities), 0.968).numpy()
+  np.testing.assert_allclose(batch, np.full((2, 2, 2), 4 / 8))
+  image = self_training.quality_weight(tf.constant(probabilities), 0.968, "image").numpy()
+  np.testing.assert_allclose(image[0], np.full((2, 2), 2 / 4))
+  np.testing.assert_allclose(image[1], np.full((2, 2), 2 / 4))
+  image = self_training.quality_weight(tf.constant(probabilities), 0.98, "image").numpy()
+  np.testing.assert_allclose(image[:, 0, 0], [1 / 4, 0])
+
+
+def test_ignored_rows_scale_with_the_height():
+  weights = tf.ones([1, 256, 4])
+  kept = self_training.ignore_rows(weights, top=15, bottom=120).numpy()[0, :, 0]
+  # 15 and 120 rows at 512 rows are 8 (7.5 rounded to even) and 60 at 256.
+  assert self_training.scaled_rows(15, 256) == 8
+  np.testing.assert_array_equal(np.flatnonzero(kept == 0),
+                                np.r_[np.arange(8), np.arange(256 - 60, 256)])
+
+
+def test_mic_mask_ratio_and_blocks():
+  mask = self_training.block_mask(4, 256, 512, tf.constant([5, 6]), 32, 0.7).numpy()
+  assert mask.shape == (4, 256, 512)
+  assert set(np.unique(mask)) <= {0.0, 1.0}
+  cells = mask[:, ::32, ::32]
+  # Constant within each 32x32 cell.
+  np.testing.assert_array_equal(np.repeat(np.repeat(cells, 32, 1), 32, 2), mask)
+  # 512 cells, masked with probability 0.7: 0.7 +- 4.5 standard deviations.
+  assert abs((1 - cells.mean()) - 0.7) < 4.5 * np.sqrt(0.21 / cells.size)
+
+
+def dacs_context(arrays, seed=(1, 2)):
+  """A step context over the first two examples with a tiny DACS model's networks."""
+  model = helpers.tiny_model("dacs")
+  batch = {stream: {k: tf.constant(v[:2]) for k, v in data.items() if k != "filename"}
+           for stream, data in arrays.items()}
+  return StepContext(batch, model.all_networks(), helpers.NUM_CLASSES,
+                     tf.constant(0, tf.int64), tf.constant(seed, tf.int32))
+
+
+def test_dacs_mixes_labels_pseudo_labels_and_weights_with_one_mask():
+  method = helpers.tiny_method("dacs", pseudo_threshold=0.4, blur=False,
+                               color_jitter_probability=1.0)
+  arrays = helpers.stream_arrays(count=2)
+  ctx = dacs_context(arrays)
+  images, labels, weights = (t.numpy() for t in method.mixed_batch(ctx))
+  source, target = arrays["source"], arrays["target"]
+  mask = self_training.classmix_masks(tf.constant(source["label"]), ctx.seed_for("classmix"),
+                                      helpers.NUM_CLASSES).numpy()
+  assert 0 < mask.mean() < 1
+  teacher = ctx.networks["teacher"](tf.constant(target["image"]), training=True)
+  logits = losses.upsample_bilinear(teacher[outputs.LOGITS], [32, 32]).numpy()
+  probabilities = tf.nn.softmax(logits).numpy()
+  quality = np.mean(probabilities.max(-1) >= 0.4)
+  np.testing.assert_array_equal(labels, np.where(mask, source["label"], logits.argmax(-1)))
+  # The source's ignored rows (0, 1) stay ignored where pasted.
+  assert np.all(labels[:, :2][mask[:, :2]] == IGNORE)
+  np.testing.assert_allclose(weights, np.where(mask, 1.0, quality), rtol=1e-6)
+  # Without jitter and blur the mixed image is the mix itself.
+  np.testing.assert_allclose(images, np.where(mask[..., None], source["image"], target["image"]),
+                             atol=1e-4)
+
+
+def test_dacs_refuses_streams_of_different_sizes():
+  method = helpers.tiny_method("dacs")
+  arrays = helpers.stream_arrays(count=2)
+  arrays["target"] = {k: v[:, :, :16] if k != "filename" else v
+                      for k, v in arrays["target"].items()}
+  with pytest.raises(ConfigError, match="--input_size and --input_size_target"):
+    method.mixed_batch(dacs_context(arrays))
+
+
+def test_pseudo_labels_are_the_teachers_argmax_with_ignored_rows():
+  method = methods.build("dacs", num_classes=helpers.NUM_CLASSES, pseudo_ignore_top=64,
+                         pseudo_threshold=0.0)
+  ctx = dacs_context(helpers.stream_arrays(count=2))
+  labels, weights = (t.numpy() for t in mean_teacher.teacher_pseudo_labels(ctx, method.config))
+  assert labels.shape == (2, 32, 32) and labels.max() < helpers.NUM_CLASSES
+  # 64 rows at 512 are 4 rows at 32; threshold 0: every other pixel is confident.
+  np.testing.assert_array_equal(weights[:, :4], 0)
+  np.testing.assert_array_equal(weights[:, 4:], 1)
