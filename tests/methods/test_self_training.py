@@ -1,17 +1,23 @@
 """Self-training pieces: ClassMix masks, quality weight, ignored rows, MIC masks, DACS's mixed batch."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from tests.helpers import training as helpers
 from tfdaseg import methods
 from tfdaseg.methods import losses, mean_teacher, self_training
 from tfdaseg.methods.base import StepContext
 from tfdaseg.models import outputs
+from tfdaseg.training import config as train_config
 from tfdaseg.utils.config_fields import ConfigError
 
 IGNORE = 255
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "configs", "gta5_to_cityscapes", "dacs.cfg")
 
 
 def labels_with_classes(classes_per_image, size=16, seed=0):
@@ -118,12 +124,16 @@ def test_dacs_mixes_labels_pseudo_labels_and_weights_with_one_mask():
 
 
 def test_dacs_refuses_streams_of_different_sizes():
-  method = helpers.tiny_method("dacs")
-  arrays = helpers.stream_arrays(count=2)
-  arrays["target"] = {k: v[:, :, :16] if k != "filename" else v
-                      for k, v in arrays["target"].items()}
-  with pytest.raises(ConfigError, match="--input_size and --input_size_target"):
-    method.mixed_batch(dacs_context(arrays))
+  def validate(*argv):
+    fv = flags.FlagValues()
+    train_config.define_flags(fv)
+    fv(["train", f"--flagfile={CONFIG}", *argv])
+    train_config.validate(train_config.TrainConfig.from_flags(fv), require_model_dir=False)
+
+  validate()  # 512x512 crops of both
+  with pytest.raises(ConfigError, match=r"mixes the streams \['source', 'target'\].*"
+                                        r"\(512, 512\).*\(400, 512\)"):
+    validate('--target_augment={"crop_size": [400, 512]}')
 
 
 def test_pseudo_labels_are_the_teachers_argmax_with_ignored_rows():

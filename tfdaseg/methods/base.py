@@ -305,6 +305,8 @@ class Method:
     streams: Stream name -> spec of the data it reads every step.
     inference_network: The network evaluation and export use by default ("generator", or an
       exportable network of `networks()` such as a mean teacher).
+    same_size_streams: Streams whose training images must have one size (mixed pixel by pixel,
+      as DACS's ClassMix); the trainer checks it before training.
   """
 
   config_class: ClassVar[type] = MethodConfig
@@ -312,6 +314,7 @@ class Method:
       SOURCE: StreamSpec(labelled=True, domain=SOURCE),
       TARGET: StreamSpec(labelled=False, domain=TARGET)}
   inference_network: ClassVar[str] = GENERATOR
+  same_size_streams: ClassVar[tuple[str, ...]] = ()
 
   def __init__(self, config: MethodConfig, num_classes: int):
     if not isinstance(config, self.config_class):

@@ -44,6 +44,7 @@ class Dacs(Method):
   """Source CE + pixel-weighted CE on ClassMix-ed, strongly augmented images (+ MIC)."""
 
   config_class = DacsConfig
+  same_size_streams = (SOURCE, TARGET)
 
   def networks(self) -> dict[str, NetworkSpec]:
     return {mean_teacher.TEACHER: ema_teacher(self.config.alpha)}
@@ -55,7 +56,6 @@ class Dacs(Method):
       (float32 [B, H, W, 3] images, int32 [B, H, W] labels, float32 [B, H, W] weights).
     """
     source, target = ctx.batch[SOURCE], ctx.batch[TARGET]
-    mean_teacher.check_same_size({SOURCE: source["image"], TARGET: target["image"]})
     pseudo_labels, pseudo_weights = mean_teacher.teacher_pseudo_labels(ctx, self.config)
     mask = self_training.classmix_masks(source["label"], ctx.seed_for("classmix"),
                                         self.num_classes)

@@ -15,7 +15,7 @@ from tfdaseg.methods import augmentations, losses, self_training
 from tfdaseg.methods.base import (GENERATOR, TARGET, MethodConfig, Objective, StepContext,
                                   Weight)
 from tfdaseg.models import outputs as keys
-from tfdaseg.utils.config_fields import ConfigError, field
+from tfdaseg.utils.config_fields import field
 
 TEACHER = "teacher"
 
@@ -84,15 +84,6 @@ class MaskedConsistencyConfig(PseudoLabelConfig):
   mic_mask_ratio: float = field(0.7, "MIC share of masked patches (MIC 0.7).", minimum=0,
                                 maximum=1)
   mic_weight: float = field(1.0, "MIC loss weight (MIC mask_lambda 1).", minimum=0)
-
-
-def check_same_size(images: dict[str, tf.Tensor]) -> None:
-  """Raises a ConfigError naming the size flags when the images' static sizes differ."""
-  sizes = {name: tuple(image.shape[1:3]) for name, image in images.items()}
-  if len(set(sizes.values())) > 1:
-    raise ConfigError(f"the streams are mixed pixel by pixel but their training sizes (H, W) "
-                      f"differ: {sizes}; give --input_size and --input_size_target (or the crops "
-                      "of --source_augment / --target_augment) the same size")
 
 
 def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
