@@ -13,6 +13,7 @@ CASES = {
     "adaptsegnet_feature_single": ("adaptsegnet", {"adapt_space": "feature", "levels": "single",
                                                    "lambda_seg": 0.0}),
     "advent_both": ("advent", {"advent_mode": "both"}),
+    "advent_minent_mic": ("advent", {"advent_mode": "minent", "mic": True, "mic_block_size": 8}),
     "dacs_mic": ("dacs", {"mic": True, "mic_block_size": 8, "pseudo_ignore_top": 64,
                           "pseudo_ignore_bottom": 64}),
 }

@@ -145,3 +145,19 @@ def test_pseudo_labels_are_the_teachers_argmax_with_ignored_rows():
   # 64 rows at 512 are 4 rows at 32; threshold 0: every other pixel is confident.
   np.testing.assert_array_equal(weights[:, :4], 0)
   np.testing.assert_array_equal(weights[:, 4:], 1)
+
+
+@pytest.mark.parametrize("method", ["adaptsegnet", "dacs"])
+def test_mic_adds_its_loss_on_the_teachers_pseudo_labels(method):
+  assert "teacher" not in helpers.tiny_method("adaptsegnet").networks()
+  model = helpers.tiny_model(method, mic=True, mic_block_size=8, pseudo_threshold=0.0)
+  assert set(model.networks) >= {"teacher"}
+  arrays = helpers.stream_arrays(count=2)
+  batch = {stream: {k: tf.constant(v) for k, v in data.items() if k != "filename"}
+           for stream, data in arrays.items()}
+  ctx = StepContext(batch, model.all_networks(), helpers.NUM_CLASSES, tf.constant(0, tf.int64),
+                    tf.constant([0, 0]))
+  losses_by_name = model.method.adaptation_objective(ctx).losses
+  # Threshold 0: every pseudo-label weighs 1, so the masked images' CE is a positive loss.
+  assert float(losses_by_name["mic_main"][1]) > 0
+  assert "mic_aux" in losses_by_name  # lambda_seg 0.1 on the multi-level tiny model
