@@ -14,8 +14,9 @@ CASES = {
                                                    "lambda_seg": 0.0}),
     "advent_both": ("advent", {"advent_mode": "both"}),
     "advent_minent_mic": ("advent", {"advent_mode": "minent", "mic": True, "mic_block_size": 8}),
-    "dacs_mic": ("dacs", {"mic": True, "mic_block_size": 8, "pseudo_ignore_top": 64,
-                          "pseudo_ignore_bottom": 64}),
+    "dacs_mic_fd": ("dacs", {"mic": True, "mic_block_size": 8, "pseudo_ignore_top": 64,
+                             "pseudo_ignore_bottom": 64, "feature_distance_weight": 0.005,
+                             "feature_distance_classes": (1, 2)}),
 }
 
 

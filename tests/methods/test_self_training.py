@@ -161,3 +161,41 @@ def test_mic_adds_its_loss_on_the_teachers_pseudo_labels(method):
   # Threshold 0: every pseudo-label weighs 1, so the masked images' CE is a positive loss.
   assert float(losses_by_name["mic_main"][1]) > 0
   assert "mic_aux" in losses_by_name  # lambda_seg 0.1 on the multi-level tiny model
+
+
+def numpy_downscale_label_ratio(labels, scale, min_ratio, num_classes):
+  """DAFormer's downscale_label_ratio, loops over cells."""
+  b, h, w = labels.shape
+  out = np.full((b, h // scale, w // scale), IGNORE)
+  for i in range(b):
+    for y in range(h // scale):
+      for x in range(w // scale):
+        cell = labels[i, y * scale:(y + 1) * scale, x * scale:(x + 1) * scale].ravel()
+        cell = np.where(cell == IGNORE, num_classes, cell)
+        counts = np.bincount(cell, minlength=num_classes + 1) / cell.size
+        if counts.max() >= min_ratio and counts.argmax() != num_classes:
+          out[i, y, x] = counts.argmax()
+  return out
+
+
+def test_feature_distance_pieces_match_numpy():
+  rng = np.random.default_rng(0)
+  # Blocky labels, so that many cells hold one class.
+  labels = np.repeat(np.repeat(rng.integers(0, 4, (2, 6, 5)), 4, 1), 4, 2)
+  labels[:, :5, :3] = IGNORE
+  labels[0, 0:8:3, 0:20:3] = 2  # mixed cells
+  cells = self_training.downscale_label_ratio(tf.constant(labels), 4, 0.75, 4).numpy()
+  np.testing.assert_array_equal(cells, numpy_downscale_label_ratio(labels, 4, 0.75, 4))
+  assert (cells == IGNORE).any() and (cells != IGNORE).any()
+  student, reference = rng.normal(size=(2, 2, 6, 5, 8)).astype(np.float32)
+  mask = np.isin(cells, [1, 3])
+  expected = np.linalg.norm(student - reference, axis=-1)[mask].mean()
+  distance = self_training.masked_feature_distance(tf.constant(student), tf.constant(reference),
+                                                   tf.constant(mask))
+  assert float(distance) == pytest.approx(expected, rel=1e-5)
+  # Equal features: distance 0 and a zero (not NaN) gradient.
+  same = tf.Variable(student)
+  with tf.GradientTape() as tape:
+    zero = self_training.masked_feature_distance(same, tf.constant(student), tf.constant(mask))
+  assert float(zero) == pytest.approx(1e-6, abs=1e-6)
+  assert np.all(np.isfinite(tape.gradient(zero, same).numpy()))

@@ -185,3 +185,50 @@ def block_mask(batch: int | tf.Tensor, height: int, width: int, seed: tf.Tensor,
   cols = tf.minimum(tf.range(width) * cells[1] // width, cells[1] - 1)
   return tf.gather(tf.gather(kept, rows, axis=1), cols, axis=2)
 
+
+
+def downscale_label_ratio(labels: tf.Tensor, scale_factor: int, min_ratio: float,
+                          num_classes: int) -> tf.Tensor:
+  """DAFormer's `downscale_label_ratio` (mmseg/utils/utils.py:18-39).
+
+  The majority class of each scale_factor x scale_factor cell (average pooling of the one-hot
+  labels, ignore as one more class), ignored where its share is below min_ratio.
+
+  Args:
+    labels: Integer [B, H, W] (255 ignore).
+    scale_factor: Cell side (> 1).
+    min_ratio: Smallest share of the majority class (DAFormer 0.75).
+    num_classes: C.
+
+  Returns:
+    int32 [B, H // s, W // s], 255 where ignored.
+  """
+  slots = _class_slots(labels, num_classes)
+  one_hot = tf.one_hot(slots, num_classes + 1, dtype=tf.float32)
+  shares = tf.nn.avg_pool2d(one_hot, scale_factor, scale_factor, "VALID")
+  majority = tf.argmax(shares, axis=-1, output_type=tf.int32)
+  keep = (majority != num_classes) & (tf.reduce_max(shares, axis=-1) >= min_ratio)
+  return tf.where(keep, majority, 255)
+
+
+def masked_feature_distance(student: tf.Tensor, reference: tf.Tensor,
+                            mask: tf.Tensor) -> tf.Tensor:
+  """Mean over masked pixels of the per-pixel L2 distance (DAFormer dacs.py:153-162).
+
+  The norm's square root is clamped at 1e-12 (squared) so that its gradient is 0, not NaN, where
+  the two features are equal (at the start of training); no masked pixel gives 0 (DAFormer's
+  mean of nothing would be NaN; details ours).
+
+  Args:
+    student: float [B, h, w, C].
+    reference: float [B, h, w, C], held fixed.
+    mask: bool [B, h, w].
+
+  Returns:
+    float32 scalar.
+  """
+  squared = tf.reduce_sum(tf.square(tf.cast(student, tf.float32) -
+                                    tf.stop_gradient(tf.cast(reference, tf.float32))), axis=-1)
+  distance = tf.sqrt(tf.maximum(squared, 1e-12))
+  weights = tf.cast(mask, tf.float32)
+  return tf.reduce_sum(distance * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
