@@ -13,11 +13,18 @@ is timed in the same run, before the TensorFlow configurations, and every record
 reference's median and `speedup_vs_torch` (images/s over the reference's): the issue's goal is
 >= 1.2 in fp32 and >= 1.6 in bf16 (one device, XLA off).
 
-Prints progress, then LAST one JSON object per configuration:
-  {"bench": "train_step", "model": "deeplab_v2_resnet101_multi", "size": "320x160", "batch": 1,
-   "precision": "fp32", "xla": false, "replicas": 1, "s_per_step_median": ...}
+Each configuration also times the DACS step (`--methods`, default adaptsegnet,dacs: the same
+generator and batch; DACS adds the teacher's forward pass, ClassMix, the strong augmentation and
+the student's forward and backward pass on the mixed images) and reports
+`relative_to_adaptsegnet`, its median over AdaptSegNet's median in the same run.
+
+Prints progress, then LAST one JSON object per configuration and method:
+  {"bench": "train_step", "method": "adaptsegnet", "model": "deeplab_v2_resnet101_multi",
+   "size": "320x160", "batch": 1, "precision": "fp32", "xla": false, "replicas": 1,
+   "s_per_step_median": ...}
 
 Usage: python bench/train_step.py [--quick] [--steps=5] [--warmup=2] [--torch_python=PYTHON]
+           [--methods=adaptsegnet,dacs]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
 """
 
@@ -42,6 +49,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA of
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after tracing.")
 _SIZE = flags.DEFINE_string("size", "320x160", "WxH of source and target images.")
+_METHODS = flags.DEFINE_list("methods", ["adaptsegnet", "dacs"], "Methods timed per "
+                             "configuration; the first is the baseline of relative_to_*.")
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", None, "A Python with torch installed: also time the PyTorch reference step "
     "(bench/torch_reference_step.py) in this run and report speedups against it.")
@@ -78,14 +87,15 @@ def _batches(width: int, height: int, replicas: int) -> tf.data.Dataset:
   return tf.data.Dataset.from_tensors(element).repeat()
 
 
-def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -> dict:
-  """Builds the model for one configuration and returns its JSON record."""
+def measure(method_name: str, precision: str, xla: bool, replicas: int, width: int,
+            height: int) -> dict:
+  """Builds the model for one method and configuration and returns its JSON record."""
   set_precision(PRECISIONS[precision])
   keras.utils.set_random_seed(0)
   strategy = _strategy(replicas)
   with strategy.scope():
     generator = models.build(MODEL, num_classes=NUM_CLASSES)
-    method = methods.build("adaptsegnet", num_classes=NUM_CLASSES)
+    method = methods.build(method_name, num_classes=NUM_CLASSES)
     model = build_training_model(generator, method, num_classes=NUM_CLASSES,
                                  head_variables=models.split_head_variables(generator)[1],
                                  head_lr_multiplier=models.head_learning_rate_multiplier(
@@ -96,8 +106,8 @@ def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -
   iterator = iter(strategy.experimental_distribute_dataset(_batches(width, height, replicas)))
   started = time.time()
   step_fn(iterator)["loss/generator_total"].numpy()
-  logging.info("%s xla=%s replicas=%d: first step (trace%s) %.1f s", precision, xla, replicas,
-               " + XLA compile" if xla else "", time.time() - started)
+  logging.info("%s %s xla=%s replicas=%d: first step (trace%s) %.1f s", method_name, precision,
+               xla, replicas, " + XLA compile" if xla else "", time.time() - started)
   for _ in range(_WARMUP.value):
     step_fn(iterator)["loss/generator_total"].numpy()
   times = []
@@ -106,7 +116,7 @@ def measure(precision: str, xla: bool, replicas: int, width: int, height: int) -
     step_fn(iterator)["loss/generator_total"].numpy()
     times.append(time.time() - started)
     logging.info("  step %d/%d: %.3f s", index + 1, _STEPS.value, times[-1])
-  return {"bench": "train_step", "model": MODEL, "size": f"{width}x{height}", "batch": BATCH,
+  return {"bench": "train_step", "method": method_name, "model": MODEL, "size": f"{width}x{height}", "batch": BATCH,
           "precision": precision, "xla": xla, "replicas": replicas,
           "s_per_step_median": round(statistics.median(times), 4)}
 
@@ -133,9 +143,16 @@ def main(argv: list[str]) -> None:
   else:
     configs = list(itertools.product(PRECISIONS, (False, True), (1, 2)))
   results = []
+  baseline = _METHODS.value[0]
   for precision, xla, replicas in configs:
-    results.append(measure(precision, xla, replicas, width, height))
-    logging.info("%s", results[-1])
+    records = {name: measure(name, precision, xla, replicas, width, height)
+               for name in _METHODS.value}
+    for name, record in records.items():
+      if name != baseline:
+        record[f"relative_to_{baseline}"] = round(
+            record["s_per_step_median"] / records[baseline]["s_per_step_median"], 3)
+      logging.info("%s", record)
+    results.extend(records.values())
   set_precision("none")
   if reference:
     print(json.dumps(reference), flush=True)
