@@ -1,4 +1,5 @@
-"""Self-training pieces: ClassMix masks, quality weight, ignored rows, MIC masks, DACS's mixed batch."""
+"""Self-training pieces: ClassMix, quality weight, ignored rows, MIC masks, feature distance, and
+DACS's mixed batch."""
 
 import os
 

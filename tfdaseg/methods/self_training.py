@@ -13,8 +13,8 @@ seg/mmseg/models/uda/masking_consistency_module.py, seg/mmseg/models/utils/maski
 import tensorflow as tf
 
 _ALG = "philox"
-# The height DAFormer's ignored pseudo-label rows (15 top, 120 bottom) are given at: its
-# 512x512 crops (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py:30-31).
+# The height DAFormer's ignored pseudo-label rows (15 top, 120 bottom) are given at: its 512x512
+# crops (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py:30-31).
 REFERENCE_CROP_HEIGHT = 512
 QUALITY_SCOPES = ("batch", "image")
 
@@ -134,8 +134,8 @@ def chosen_classes(slots: tf.Tensor, seed: tf.Tensor, num_classes: int) -> tf.Te
   keys = random_bits([tf.shape(slots)[0], count], seed)
   index = tf.range(count)
   # rank[b, i]: how many present classes come before class i in the random order (ties by id).
-  before = (keys[:, tf.newaxis, :] < keys[:, :, tf.newaxis]) | (
-      (keys[:, tf.newaxis, :] == keys[:, :, tf.newaxis]) & (index[tf.newaxis, :] < index[:, tf.newaxis]))
+  other, this = keys[:, tf.newaxis, :], keys[:, :, tf.newaxis]
+  before = (other < this) | ((other == this) & (index[tf.newaxis, :] < index[:, tf.newaxis]))
   rank = tf.reduce_sum(tf.cast(before & present[:, tf.newaxis, :], tf.int32), axis=2)
   present_count = tf.reduce_sum(tf.cast(present, tf.int32), axis=1, keepdims=True)
   to_choose = (present_count + present_count % 2) // 2

@@ -20,8 +20,43 @@ from tfdaseg.training.schedules import PolyDecay
 TORCH_ADAM_EPSILON = 1e-8
 
 
+class MultipliedRates(keras.optimizers.Optimizer):
+  """An optimiser whose variables learn at the base rate times their multiplier (param groups).
+
+  Args:
+    learning_rate: A float or a `LearningRateSchedule`.
+    lr_multipliers: Variable path -> learning-rate multiplier; other variables use 1.
+    **kwargs: Base `keras.optimizers.Optimizer` arguments.
+  """
+
+  def __init__(self, learning_rate, lr_multipliers: Mapping[str, float] | None = None, **kwargs):
+    super().__init__(learning_rate=learning_rate, **kwargs)
+    self.lr_multipliers = dict(lr_multipliers or {})
+
+  def build(self, variables):
+    super().build(variables)
+    paths = [v.path for v in variables]
+    if len(set(paths)) != len(paths):
+      raise ValueError(f"{type(self).__name__} needs unique variable paths to assign "
+                       "learning-rate multipliers")
+    unknown = sorted(set(self.lr_multipliers) - set(paths))
+    if unknown:
+      raise ValueError(f"lr_multipliers name variables the optimiser does not train: {unknown}")
+    self._multipliers = [self.lr_multipliers.get(path, 1.0) for path in paths]
+
+  def _index_and_rate(self, variable, learning_rate) -> tuple:
+    """(the variable's index, its learning rate: the base rate times its multiplier)."""
+    index = self._get_variable_index(variable)
+    return index, ops.cast(learning_rate, variable.dtype) * self._multipliers[index]
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config["lr_multipliers"] = dict(self.lr_multipliers)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfdaseg")
-class TorchSGD(keras.optimizers.Optimizer):
+class TorchSGD(MultipliedRates):
   """SGD with momentum and coupled L2 weight decay, exactly as torch.optim.SGD (dampening 0).
 
   Per variable w with gradient g and learning rate lr * multiplier(w):
@@ -50,21 +85,19 @@ class TorchSGD(keras.optimizers.Optimizer):
                **kwargs):
     if kwargs.get("weight_decay"):
       raise ValueError("TorchSGD applies L2 decay itself: pass l2_weight_decay, not weight_decay")
-    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
+                     **kwargs)
     self.momentum = float(momentum)
     self.l2_weight_decay = float(l2_weight_decay)
-    self.lr_multipliers = dict(lr_multipliers or {})
 
   def build(self, variables):
     if self.built:
       return
     super().build(variables)
-    self._multipliers = _multipliers(self.lr_multipliers, variables)
     self.momentums = self.add_optimizer_variables(variables, "momentum")
 
   def update_step(self, gradient, variable, learning_rate):
-    index = self._get_variable_index(variable)
-    learning_rate = ops.cast(learning_rate, variable.dtype) * self._multipliers[index]
+    index, learning_rate = self._index_and_rate(variable, learning_rate)
     direction = ops.cast(gradient, variable.dtype)
     if self.l2_weight_decay:
       direction = direction + self.l2_weight_decay * variable
@@ -74,13 +107,12 @@ class TorchSGD(keras.optimizers.Optimizer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update({"momentum": self.momentum, "l2_weight_decay": self.l2_weight_decay,
-                   "lr_multipliers": dict(self.lr_multipliers)})
+    config.update({"momentum": self.momentum, "l2_weight_decay": self.l2_weight_decay})
     return config
 
 
 @keras.saving.register_keras_serializable(package="tfdaseg")
-class TorchAdamW(keras.optimizers.Optimizer):
+class TorchAdamW(MultipliedRates):
   """torch.optim.AdamW (amsgrad off) with per-variable learning-rate multipliers.
 
   Per variable w with gradient g, step t and learning rate lr * multiplier(w) = a:
@@ -106,22 +138,20 @@ class TorchAdamW(keras.optimizers.Optimizer):
                **kwargs):
     if kwargs.get("weight_decay"):
       raise ValueError("TorchAdamW applies the decay itself: pass decoupled_weight_decay")
-    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
+                     **kwargs)
     self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
     self.decoupled_weight_decay = float(decoupled_weight_decay)
-    self.lr_multipliers = dict(lr_multipliers or {})
 
   def build(self, variables):
     if self.built:
       return
     super().build(variables)
-    self._multipliers = _multipliers(self.lr_multipliers, variables)
     self.momentums = self.add_optimizer_variables(variables, "momentum")
     self.velocities = self.add_optimizer_variables(variables, "velocity")
 
   def update_step(self, gradient, variable, learning_rate):
-    index = self._get_variable_index(variable)
-    rate = ops.cast(learning_rate, variable.dtype) * self._multipliers[index]
+    index, rate = self._index_and_rate(variable, learning_rate)
     gradient = ops.cast(gradient, variable.dtype)
     # The bias corrections in float64, as torch computes them (Python floats): in float32,
     # 1 - 0.999^t is off by 1e-5 relative at small t.
@@ -139,20 +169,9 @@ class TorchAdamW(keras.optimizers.Optimizer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                   "decoupled_weight_decay": self.decoupled_weight_decay,
-                   "lr_multipliers": dict(self.lr_multipliers)})
+                   "decoupled_weight_decay": self.decoupled_weight_decay})
     return config
 
-
-def _multipliers(lr_multipliers: Mapping[str, float], variables: Sequence) -> list[float]:
-  """Each variable's learning-rate multiplier, in order (unique paths required)."""
-  paths = [v.path for v in variables]
-  if len(set(paths)) != len(paths):
-    raise ValueError("learning-rate multipliers need unique variable paths")
-  unknown = sorted(set(lr_multipliers) - set(paths))
-  if unknown:
-    raise ValueError(f"lr_multipliers name variables the optimiser does not train: {unknown}")
-  return [lr_multipliers.get(path, 1.0) for path in paths]
 
 
 def _generator_sgd(schedule, weight_decay: float, momentum: float,
