@@ -40,7 +40,7 @@ class OptimizationConfig:
     warmup_steps: Linear learning-rate warm-up length (0: none, the reference).
   """
 
-  learning_rate: float = field(2.5e-4, "Generator SGD base rate; heads 10x (reference 2.5e-4).",
+  learning_rate: float = field(2.5e-4, "Generator base rate; heads 10x (reference 2.5e-4).",
                                above=0)
   momentum: float = field(0.9, "Generator SGD momentum (reference 0.9).", minimum=0, below=1)
   weight_decay: float = field(0.0005, "Generator L2 weight decay, PyTorch style (reference "
