@@ -92,9 +92,13 @@ def check_averages(model, before: dict) -> None:
 
 
 def check_resume_identity(model, name: str, options: dict, batch: dict, directory: str) -> None:
-  """A model restored from `model`'s checkpoint takes the next step exactly as `model`."""
+  """A model restored from `model`'s checkpoint takes the next step exactly as `model`.
+
+  The restored model starts from other weights (seed 7) but draws with the same base seed, as
+  a resumed run of the same command does.
+  """
   path = tf.train.Checkpoint(**model.trackables()).write(f"{directory}/ckpt")
-  restored = helpers.tiny_model(name, seed=7, **options)
+  restored = helpers.tiny_model(name, seed=7, random_seed=model.random_seed, **options)
   tf.train.Checkpoint(**restored.trackables()).read(path).assert_existing_objects_matched()
   assert int(restored.step_counter.numpy()) == int(model.step_counter.numpy())
   model.train_step(batch)

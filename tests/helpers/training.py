@@ -72,7 +72,7 @@ def dataset_fn(arrays: dict, global_batch_size: int, streams=None) -> loop.Datas
 
 def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resnet101_multi",
                seed: int = 0, precision: str = "none", jit_compile: bool = False,
-               optimizer: OptimizationConfig = TINY_OPTIMIZER,
+               optimizer: OptimizationConfig = TINY_OPTIMIZER, random_seed: int | None = None,
                **method_options) -> DomainAdaptationModel:
   """A tiny trainable model (call inside the strategy's scope): no BatchNorm statistics to
   disagree between replicas (frozen), seeded weights.
@@ -80,10 +80,11 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
   Args:
     method: Method name.
     generator: Generator registry name.
-    seed: Weight-initialisation seed (also the in-step random draws').
+    seed: Weight-initialisation seed (also the in-step random draws' unless random_seed).
     precision: --mixed_precision value (set the Keras policy before calling).
     jit_compile: XLA for the loss-and-gradient core.
     optimizer: Optimiser hyper-parameters.
+    random_seed: Base of the in-step random draws (default `seed`).
     **method_options: The method's hyper-parameters over `TINY_METHOD_OPTIONS`.
   """
   tf.keras.utils.set_random_seed(seed)
@@ -93,7 +94,7 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
                               head_variables=models.split_head_variables(net)[1],
                               head_lr_multiplier=models.head_learning_rate_multiplier(net),
                               config=optimizer, precision=precision, jit_compile=jit_compile,
-                              random_seed=seed)
+                              random_seed=seed if random_seed is None else random_seed)
 
 
 def weights(model: DomainAdaptationModel) -> list[np.ndarray]:

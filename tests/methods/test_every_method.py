@@ -21,6 +21,9 @@ CASES = {
                                                         "region_grid": (2, 2)}),
     "ts3_strong50": ("ts3", {"strong_fraction": 0.5}),
     "feature_regression_both_levels": ("feature_regression", {"regress_layers": ("main", "aux")}),
+    "dacs_mic_fd": ("dacs", {"mic": True, "mic_block_size": 8, "pseudo_ignore_top": 64,
+                             "pseudo_ignore_bottom": 64, "feature_distance_weight": 0.005,
+                             "feature_distance_classes": (1, 2)}),
 }
 
 

@@ -13,6 +13,7 @@ from tfdaseg.methods import adaptsegnet  # noqa: F401
 from tfdaseg.methods import adaptsegnet_ssl  # noqa: F401
 from tfdaseg.methods import advent  # noqa: F401
 from tfdaseg.methods import ass  # noqa: F401
+from tfdaseg.methods import dacs  # noqa: F401
 from tfdaseg.methods import feature_regression  # noqa: F401
 from tfdaseg.methods import region_selection  # noqa: F401
 from tfdaseg.methods import source_and_target  # noqa: F401

@@ -50,8 +50,8 @@ class Advent(AdversarialMethod):
   def required_outputs(self) -> set[str]:
     return super().required_outputs() | {LOGITS[level] for level in self.adversarial_levels()}
 
-  def networks(self) -> dict[str, NetworkSpec]:
-    return super().networks() if self.adversarial else {}
+  def discriminator_networks(self) -> dict[str, NetworkSpec]:
+    return super().discriminator_networks() if self.adversarial else {}
 
   def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
     return losses.normalised_entropy_map(ctx.upsampled_logits(stream, LOGITS[level]))
@@ -60,8 +60,8 @@ class Advent(AdversarialMethod):
     """lambda_ent_target1 for the aux level, lambda_ent_target2 for the main level."""
     return {"aux": self.config.lambda_ent_target1, "main": self.config.lambda_ent_target2}[level]
 
-  def adaptation_objective(self, ctx: StepContext) -> Objective:
-    objective = super().adaptation_objective(ctx) if self.adversarial else Objective()
+  def alignment_objective(self, ctx: StepContext) -> Objective:
+    objective = super().alignment_objective(ctx) if self.adversarial else Objective()
     if self.minimise_entropy:
       for level in self.adversarial_levels():
         objective.add_loss(f"ent_{level}",

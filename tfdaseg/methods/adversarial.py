@@ -4,23 +4,27 @@ Per level (the reference's D1 on the aux head, D2 on the main head): the generat
 make the discriminator call its target maps "source"; the discriminator learns source (0) vs
 target (1) on detached maps, each half weighted 1/2 (AdaptSegNet train_gta2cityscapes_multi.py).
 Subclasses choose what the discriminator sees.
+
+`--mic` adds MIC's masked image consistency (Hoyer et al., CVPR 2023, Table 1: on AdvSeg and
+MinEnt) with an EMA teacher of its own, alpha 0.999 (MIC seg/configs/_base_/uda/advseg.py:18,
+minent.py), which the adversarial losses do not use.
 """
 
 import dataclasses
 
 import tensorflow as tf
 
-from tfdaseg.methods import gan_losses
-from tfdaseg.methods.base import (LOGITS, SOURCE, TARGET, Method, MethodConfig, NetworkSpec,
-                                  Objective, StepContext, discriminator)
+from tfdaseg.methods import gan_losses, mean_teacher
+from tfdaseg.methods.base import (LOGITS, SOURCE, TARGET, Method, NetworkSpec, Objective,
+                                  StepContext, discriminator, ema_teacher)
 from tfdaseg.utils.config_fields import field
 
 LEVELS = {"multi": ("aux", "main"), "single": ("main",)}
 
 
 @dataclasses.dataclass(frozen=True)
-class AdversarialConfig(MethodConfig):
-  """Hyper-parameters of output-space adversarial training (AdaptSegNet's defaults).
+class AdversarialConfig(mean_teacher.MaskedConsistencyConfig):
+  """Hyper-parameters of output-space adversarial training (AdaptSegNet's defaults), and MIC's.
 
   Args:
     lambda_adv_target1: Adversarial weight of the auxiliary level (reference 0.0002).
@@ -29,6 +33,7 @@ class AdversarialConfig(MethodConfig):
     gan: Adversarial loss, a key of `gan_losses.GAN_LOSSES` ("vanilla", "ls").
     learning_rate_d: The discriminators' Adam rate (reference 1e-4).
     discriminator_base_filters: Width of the discriminators' first conv (reference 64).
+    alpha: Decay ceiling of MIC's teacher (used with --mic only).
   """
 
   lambda_adv_target1: float = field(0.0002, "Adversarial weight, aux level (reference "
@@ -43,6 +48,8 @@ class AdversarialConfig(MethodConfig):
                                  above=0)
   discriminator_base_filters: int = field(64, "Discriminator width (reference ndf 64).",
                                           minimum=1)
+  alpha: float = field(0.999, "Teacher EMA decay ceiling (MIC's teacher of AdvSeg/MinEnt 0.999).",
+                       minimum=0, below=1)
 
 
 class AdversarialMethod(Method):
@@ -71,8 +78,13 @@ class AdversarialMethod(Method):
                          self.config.learning_rate_d,
                          base_filters=self.config.discriminator_base_filters)
 
-  def networks(self) -> dict[str, NetworkSpec]:
+  def discriminator_networks(self) -> dict[str, NetworkSpec]:
+    """Level -> its discriminator."""
     return {level: self.discriminator_spec(level) for level in self.adversarial_levels()}
+
+  def networks(self) -> dict[str, NetworkSpec]:
+    teacher = {mean_teacher.TEACHER: ema_teacher(self.config.alpha)} if self.config.mic else {}
+    return {**self.discriminator_networks(), **teacher}
 
   def discriminator_input(self, ctx: StepContext, stream: str, level: str) -> tf.Tensor:
     """What the level's discriminator sees of `stream` (differentiable w.r.t. the generator)."""
@@ -92,6 +104,13 @@ class AdversarialMethod(Method):
     return ctx.memo(("discriminator_logits", stream, level), compute)
 
   def adaptation_objective(self, ctx: StepContext) -> Objective:
+    objective = self.alignment_objective(ctx)
+    if self.config.mic:
+      objective = objective.merge(mean_teacher.masked_consistency_objective(ctx, self.config))
+    return objective
+
+  def alignment_objective(self, ctx: StepContext) -> Objective:
+    """The generator's adversarial losses."""
     objective = Objective()
     for level in self.adversarial_levels():
       objective.add_loss(f"adv_{level}",

@@ -315,6 +315,8 @@ class Method:
       at their input (feature regression keeps its teacher's classifier).
     starts_from_trained_generator: Training needs --restore_from (feature regression's teacher
       is the restored generator).
+    same_size_streams: Streams whose training images must have one size (mixed pixel by pixel,
+      as DACS's ClassMix); the trainer checks it before training.
   """
 
   config_class: ClassVar[type] = MethodConfig
@@ -324,6 +326,7 @@ class Method:
   inference_network: ClassVar[str] = GENERATOR
   trains_heads: ClassVar[bool] = True
   starts_from_trained_generator: ClassVar[bool] = False
+  same_size_streams: ClassVar[tuple[str, ...]] = ()
 
   def __init__(self, config: MethodConfig, num_classes: int):
     if not isinstance(config, self.config_class):

@@ -263,6 +263,12 @@ def validate(config: TrainConfig, *, require_model_dir: bool = True) -> None:
   _require(config.loop.eval_every == 0 or bool(config.data.target_val),
            f"--eval_every={config.loop.eval_every} needs --target_val")
   labelled_target.check(config.labelled_target, config.streams, config.method_name)
+  mixed = {name: config.streams[name].output_size
+           for name in methods.METHODS.get(config.method_name).same_size_streams}
+  _require(len(set(mixed.values())) <= 1,
+           f"--method={config.method_name} mixes the streams {sorted(mixed)} pixel by pixel but "
+           f"their training sizes (W, H) differ: {mixed}; give their sizes (--input_size, "
+           "--input_size_target) or crops (--source_augment, --target_augment) one size")
   for stream in config.streams.values():
     _require(bool(stream.pattern), f"--method={config.method_name} reads the {stream.name} "
              f"stream: --{stream.flag} (a TFRecord file pattern) is required")

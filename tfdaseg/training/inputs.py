@@ -74,6 +74,13 @@ class StreamConfig:
   aligned_with: str | None = None
 
   @property
+  def output_size(self) -> tuple[int, int]:
+    """(width, height) of its training images: the crop when there is one, else `size`."""
+    if self.augment is not None and self.augment.crop_size is not None:
+      return tuple(self.augment.crop_size)
+    return self.size
+
+  @property
   def flag(self) -> str:
     """The flag naming its files (for messages)."""
     return self.pattern_flag or stream_flag(self.name, "train")

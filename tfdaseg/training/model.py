@@ -31,20 +31,27 @@ class OptimizationConfig:
   """The generator's optimiser and the schedule every poly-decayed optimiser shares.
 
   Args:
-    learning_rate: Generator SGD base rate (2.5e-4); the heads get the model's multiplier.
+    learning_rate: Generator base rate (2.5e-4); the heads get the model's multiplier.
     momentum: SGD momentum (0.9).
-    weight_decay: SGD L2 coefficient (5e-4).
+    weight_decay: SGD L2 coefficient (5e-4), or AdamW's decoupled decay.
     power: Poly power (0.9).
     num_steps: Poly decay length (250000).
+    optimizer: The generator's optimiser, "sgd" (the reference) or "adamw" (DAFormer).
+    warmup_steps: Linear learning-rate warm-up length (0: none, the reference).
   """
 
-  learning_rate: float = field(2.5e-4, "Generator SGD base rate; heads 10x (reference 2.5e-4).",
+  learning_rate: float = field(2.5e-4, "Generator base rate; heads 10x (reference 2.5e-4).",
                                above=0)
   momentum: float = field(0.9, "Generator SGD momentum (reference 0.9).", minimum=0, below=1)
   weight_decay: float = field(0.0005, "Generator L2 weight decay, PyTorch style (reference "
                               "0.0005).", minimum=0)
   power: float = field(0.9, "Poly learning-rate decay power (reference 0.9).", minimum=0)
   num_steps: int = field(250000, "Poly decay length in steps (reference 250000).", minimum=1)
+  optimizer: str = field("sgd", "Generator optimiser: sgd (torch SGD, the reference) or adamw "
+                         "(torch AdamW, DAFormer: --learning_rate=6e-5 --weight_decay=0.01 "
+                         "--power=1).", choices=tuple(optimizers.GENERATOR_OPTIMIZERS.names()))
+  warmup_steps: int = field(0, "Linear learning-rate warm-up from 1e-6 x over this many steps, "
+                            "mmcv's (DAFormer 1500; 0 none, the reference).", minimum=0)
 
 
 def _accumulate(total: list | None, new: Sequence) -> list:
@@ -309,7 +316,8 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
   networks = build_networks(method, generator, num_classes, network_builder)
   generator_optimizer = with_loss_scaling(optimizers.generator_optimizer(
       config.learning_rate, config.num_steps, config.power, config.momentum,
-      config.weight_decay, head_variables, head_lr_multiplier), precision)
+      config.weight_decay, head_variables, head_lr_multiplier, config.optimizer,
+      config.warmup_steps), precision)
   network_optimizers = {
       name: with_loss_scaling(optimizers.network_optimizer(
           spec.optimizer, config.num_steps, config.power, name=f"{name}_optimizer"), precision)

@@ -1,5 +1,5 @@
-"""The reference's optimisers: PyTorch-semantics SGD for the generator, Adam for discriminators,
-and the registry a method network's `OptimizerSpec` names.
+"""The reference's optimisers: PyTorch-semantics SGD (or AdamW, DAFormer's) for the generator,
+Adam for discriminators, and the registry a method network's `OptimizerSpec` names.
 
 Keras' SGD folds the learning rate into its velocity and its `weight_decay` is decoupled; the
 reference uses torch.optim.SGD, whose L2 term is added to the gradient before momentum and whose
@@ -20,8 +20,43 @@ from tfdaseg.training.schedules import PolyDecay
 TORCH_ADAM_EPSILON = 1e-8
 
 
+class MultipliedRates(keras.optimizers.Optimizer):
+  """An optimiser whose variables learn at the base rate times their multiplier (param groups).
+
+  Args:
+    learning_rate: A float or a `LearningRateSchedule`.
+    lr_multipliers: Variable path -> learning-rate multiplier; other variables use 1.
+    **kwargs: Base `keras.optimizers.Optimizer` arguments.
+  """
+
+  def __init__(self, learning_rate, lr_multipliers: Mapping[str, float] | None = None, **kwargs):
+    super().__init__(learning_rate=learning_rate, **kwargs)
+    self.lr_multipliers = dict(lr_multipliers or {})
+
+  def build(self, variables):
+    super().build(variables)
+    paths = [v.path for v in variables]
+    if len(set(paths)) != len(paths):
+      raise ValueError(f"{type(self).__name__} needs unique variable paths to assign "
+                       "learning-rate multipliers")
+    unknown = sorted(set(self.lr_multipliers) - set(paths))
+    if unknown:
+      raise ValueError(f"lr_multipliers name variables the optimiser does not train: {unknown}")
+    self._multipliers = [self.lr_multipliers.get(path, 1.0) for path in paths]
+
+  def _index_and_rate(self, variable, learning_rate) -> tuple:
+    """(the variable's index, its learning rate: the base rate times its multiplier)."""
+    index = self._get_variable_index(variable)
+    return index, ops.cast(learning_rate, variable.dtype) * self._multipliers[index]
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config["lr_multipliers"] = dict(self.lr_multipliers)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfdaseg")
-class TorchSGD(keras.optimizers.Optimizer):
+class TorchSGD(MultipliedRates):
   """SGD with momentum and coupled L2 weight decay, exactly as torch.optim.SGD (dampening 0).
 
   Per variable w with gradient g and learning rate lr * multiplier(w):
@@ -50,27 +85,19 @@ class TorchSGD(keras.optimizers.Optimizer):
                **kwargs):
     if kwargs.get("weight_decay"):
       raise ValueError("TorchSGD applies L2 decay itself: pass l2_weight_decay, not weight_decay")
-    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
+                     **kwargs)
     self.momentum = float(momentum)
     self.l2_weight_decay = float(l2_weight_decay)
-    self.lr_multipliers = dict(lr_multipliers or {})
 
   def build(self, variables):
     if self.built:
       return
     super().build(variables)
-    paths = [v.path for v in variables]
-    if len(set(paths)) != len(paths):
-      raise ValueError("TorchSGD needs unique variable paths to assign learning-rate multipliers")
-    unknown = sorted(set(self.lr_multipliers) - set(paths))
-    if unknown:
-      raise ValueError(f"lr_multipliers name variables the optimiser does not train: {unknown}")
-    self._multipliers = [self.lr_multipliers.get(path, 1.0) for path in paths]
     self.momentums = self.add_optimizer_variables(variables, "momentum")
 
   def update_step(self, gradient, variable, learning_rate):
-    index = self._get_variable_index(variable)
-    learning_rate = ops.cast(learning_rate, variable.dtype) * self._multipliers[index]
+    index, learning_rate = self._index_and_rate(variable, learning_rate)
     direction = ops.cast(gradient, variable.dtype)
     if self.l2_weight_decay:
       direction = direction + self.l2_weight_decay * variable
@@ -80,32 +107,116 @@ class TorchSGD(keras.optimizers.Optimizer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update({"momentum": self.momentum, "l2_weight_decay": self.l2_weight_decay,
-                   "lr_multipliers": dict(self.lr_multipliers)})
+    config.update({"momentum": self.momentum, "l2_weight_decay": self.l2_weight_decay})
     return config
+
+
+@keras.saving.register_keras_serializable(package="tfdaseg")
+class TorchAdamW(MultipliedRates):
+  """torch.optim.AdamW (amsgrad off) with per-variable learning-rate multipliers.
+
+  Per variable w with gradient g, step t and learning rate lr * multiplier(w) = a:
+    w = w * (1 - a * decay);  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    w = w - a / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + epsilon).
+  Keras' AdamW differs: its epsilon is not scaled by the bias correction and its decay ignores
+  the multipliers (mmcv's param groups scale both, DAFormer's head lr_mult 10).
+
+  Args:
+    learning_rate: A float or a `LearningRateSchedule`.
+    beta_1: First-moment decay (torch 0.9).
+    beta_2: Second-moment decay (torch 0.999).
+    epsilon: torch's 1e-8.
+    decoupled_weight_decay: torch's `weight_decay` (DAFormer 0.01).
+    lr_multipliers: Variable path -> learning-rate multiplier; other variables use 1.
+    name: Optimiser name.
+    **kwargs: Base `keras.optimizers.Optimizer` arguments (not `weight_decay`).
+  """
+
+  def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+               epsilon: float = TORCH_ADAM_EPSILON, decoupled_weight_decay: float = 0.01,
+               lr_multipliers: Mapping[str, float] | None = None, name: str = "torch_adamw",
+               **kwargs):
+    if kwargs.get("weight_decay"):
+      raise ValueError("TorchAdamW applies the decay itself: pass decoupled_weight_decay")
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
+                     **kwargs)
+    self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+    self.decoupled_weight_decay = float(decoupled_weight_decay)
+
+  def build(self, variables):
+    if self.built:
+      return
+    super().build(variables)
+    self.momentums = self.add_optimizer_variables(variables, "momentum")
+    self.velocities = self.add_optimizer_variables(variables, "velocity")
+
+  def update_step(self, gradient, variable, learning_rate):
+    index, rate = self._index_and_rate(variable, learning_rate)
+    gradient = ops.cast(gradient, variable.dtype)
+    # The bias corrections in float64, as torch computes them (Python floats): in float32,
+    # 1 - 0.999^t is off by 1e-5 relative at small t.
+    step = ops.cast(self.iterations + 1, "float64")
+    if self.decoupled_weight_decay:
+      self.assign(variable, variable * (1.0 - rate * self.decoupled_weight_decay))
+    m, v = self.momentums[index], self.velocities[index]
+    self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
+    self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(gradient))
+    first, second = (
+        ops.cast(1.0 - ops.power(ops.convert_to_tensor(beta, "float64"), step), variable.dtype)
+        for beta in (self.beta_1, self.beta_2))
+    self.assign_sub(variable, rate / first * m / (ops.sqrt(v) / ops.sqrt(second) + self.epsilon))
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                   "decoupled_weight_decay": self.decoupled_weight_decay})
+    return config
+
+
+
+def _generator_sgd(schedule, weight_decay: float, momentum: float,
+                   lr_multipliers: Mapping[str, float]) -> TorchSGD:
+  return TorchSGD(schedule, momentum=momentum, l2_weight_decay=weight_decay,
+                  lr_multipliers=lr_multipliers, name="generator_sgd")
+
+
+def _generator_adamw(schedule, weight_decay: float, momentum: float,
+                     lr_multipliers: Mapping[str, float]) -> TorchAdamW:
+  # DAFormer configs/_base_/schedules/adamw.py: betas (0.9, 0.999); momentum is SGD's only.
+  del momentum
+  return TorchAdamW(schedule, decoupled_weight_decay=weight_decay, lr_multipliers=lr_multipliers,
+                    name="generator_adamw")
+
+
+# --optimizer -> (schedule, weight decay, momentum, lr multipliers) -> the generator's optimiser.
+GENERATOR_OPTIMIZERS: Registry = Registry("generator optimizer")
+GENERATOR_OPTIMIZERS.register("sgd")(_generator_sgd)
+GENERATOR_OPTIMIZERS.register("adamw")(_generator_adamw)
 
 
 def generator_optimizer(learning_rate: float, num_steps: int, power: float, momentum: float,
                         weight_decay: float, head_variables: Sequence,
-                        head_lr_multiplier: float = 10.0) -> TorchSGD:
-  """The reference's generator optimiser: poly-decayed TorchSGD with the heads at 10x.
+                        head_lr_multiplier: float = 10.0, optimizer: str = "sgd",
+                        warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+  """The generator's optimiser: poly-decayed TorchSGD (the reference) or TorchAdamW, heads at 10x.
 
   Args:
-    learning_rate: Base learning rate (reference 2.5e-4).
+    learning_rate: Base learning rate (reference 2.5e-4; DAFormer's AdamW 6e-5).
     num_steps: Steps over which the rate decays to 0 (reference 250000).
-    power: Poly power (0.9).
-    momentum: 0.9 in the reference.
-    weight_decay: L2 coefficient (5e-4).
+    power: Poly power (0.9; DAFormer 1.0).
+    momentum: SGD momentum, 0.9 in the reference.
+    weight_decay: SGD's L2 coefficient (5e-4), or AdamW's decoupled decay (DAFormer 0.01).
     head_variables: The classifier heads' variables (`tfdaseg.models.split_head_variables`).
     head_lr_multiplier: The heads' learning-rate factor (the reference's 10x param group).
+    optimizer: "sgd" or "adamw" (`GENERATOR_OPTIMIZERS`).
+    warmup_steps: Linear warm-up length (0: none; DAFormer 1500).
 
   Returns:
     The optimiser (not built).
   """
-  return TorchSGD(PolyDecay(learning_rate, num_steps, power), momentum=momentum,
-                  l2_weight_decay=weight_decay,
-                  lr_multipliers={v.path: head_lr_multiplier for v in head_variables},
-                  name="generator_sgd")
+  schedule = PolyDecay(learning_rate, num_steps, power, warmup_steps=warmup_steps)
+  return GENERATOR_OPTIMIZERS.get(optimizer)(
+      schedule, weight_decay, momentum, {v.path: head_lr_multiplier for v in head_variables})
 
 
 def adam(learning_rate, name: str, beta_1: float = 0.9, beta_2: float = 0.999
