@@ -32,6 +32,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tools.make_torch_parity_fixtures import DeepLabResNet, FCDiscriminator  # pylint: disable=g-import-not-at-top
+from worker_protocol import serve  # pylint: disable=g-import-not-at-top  (bench/, the script's folder)
 
 NUM_CLASSES = 19
 
@@ -106,18 +107,6 @@ def make_step(width, height):
     adam2.step()
 
   return step
-
-
-def serve(step, info: dict) -> None:
-  """The warm-worker protocol of bench/train_step.py: ready line, then N steps per stdin line."""
-  print(json.dumps({"ready": True, **info}), flush=True)
-  for line in sys.stdin:
-    times = []
-    for _ in range(int(line)):
-      started = time.perf_counter()
-      step()
-      times.append(time.perf_counter() - started)
-    print(json.dumps({"times": times}), flush=True)
 
 
 def main():

@@ -39,6 +39,8 @@ import time
 
 from absl import app, flags, logging
 
+from worker_protocol import serve  # bench/, the script's folder
+
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side and round.")
@@ -70,18 +72,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 def _size() -> tuple[int, int]:
   width, height = (int(v) for v in _SIZE.value.lower().split("x"))
   return width, height
-
-
-def _serve(step, info: dict) -> None:
-  """The warm-worker protocol: one ready line, then N timed steps per stdin line."""
-  print(json.dumps({"ready": True, **info}), flush=True)
-  for line in sys.stdin:
-    times = []
-    for _ in range(int(line)):
-      started = time.perf_counter()
-      step()
-      times.append(time.perf_counter() - started)
-    print(json.dumps({"times": times}), flush=True)
 
 
 def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
@@ -133,7 +123,7 @@ def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
   first = time.perf_counter() - started
   for _ in range(_WARMUP.value):
     step()
-  _serve(step, {"first_step_s": round(first, 2), "tensorflow": tf.__version__,
+  serve(step, {"first_step_s": round(first, 2), "tensorflow": tf.__version__,
                 "keras": keras.__version__, "numpy": np.__version__,
                 "onednn_custom_ops": onednn_custom_ops_enabled(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

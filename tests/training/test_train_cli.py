@@ -50,29 +50,21 @@ def test_adaptsegnet_multi_trains_evaluates_resumes(tfrecords, tmp_path):
   assert glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))
   # The same command again finds the run finished and returns at once.
   events = glob.glob(os.path.join(model_dir, "*"))
-  run_main(*train_command(model_dir, tfrecords, "--eval_every=4")[3:])
+  helpers.run_train_main(*train_command(model_dir, tfrecords, "--eval_every=4")[3:])
   assert sorted(glob.glob(os.path.join(model_dir, "*"))) == sorted(events)
-
-
-def run_main(*argv: str) -> None:
-  try:
-    train.FLAGS(["train", *argv])
-    train.main(["train"])
-  finally:
-    train.FLAGS.unparse_flags()
 
 
 def test_bad_data_exits_with_the_flag_and_the_problem(tfrecords, tmp_path):
   args = [f"--flagfile={CONFIG}", f"--model_dir={tmp_path}",
           *(f"--{k}={v}" for k, v in tfrecords.items())]
   with pytest.raises(SystemExit, match="--target_train=.*missing.*no file matches"):
-    run_main(*args, f"--target_train={tmp_path}/missing-*.tfrecord")
+    helpers.run_train_main(*args, f"--target_train={tmp_path}/missing-*.tfrecord")
   with pytest.raises(SystemExit, match="class set '11' reads 'camvid11'"):
-    run_main(*args, "--class_set=11")
+    helpers.run_train_main(*args, "--class_set=11")
   with pytest.raises(SystemExit, match="unknown --method='fda'"):
-    run_main(*args, "--method=fda")
+    helpers.run_train_main(*args, "--method=fda")
   with pytest.raises(SystemExit, match="--model=deeplab_v2_resnet101_single: .*--levels=single"):
-    run_main(*args, *helpers.TINY_TRAIN_FLAGS, "--model=deeplab_v2_resnet101_single")
+    helpers.run_train_main(*args, *helpers.TINY_TRAIN_FLAGS, "--model=deeplab_v2_resnet101_single")
   assert not list_checkpoints(str(tmp_path))
 
 
@@ -84,7 +76,7 @@ def test_a_truncated_shard_is_named_before_training(tfrecords, tmp_path):
     f.truncate(os.path.getsize(shard) - 100)
   with pytest.raises(SystemExit, match=r"(?s)--source_train=.*gta5-train-00000-of-00002"
                                        r"\.tfrecord.*truncated"):
-    run_main(f"--flagfile={CONFIG}", f"--model_dir={tmp_path / 'run'}",
+    helpers.run_train_main(f"--flagfile={CONFIG}", f"--model_dir={tmp_path / 'run'}",
              *(f"--{k}={v}" for k, v in tfrecords.items()),
              f"--source_train={copy}/gta5-train-*.tfrecord", *helpers.TINY_TRAIN_FLAGS)
   assert not os.path.exists(tmp_path / "run" / "checkpoint")
