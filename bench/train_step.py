@@ -55,6 +55,7 @@ _DETERMINISTIC = flags.DEFINE_enum(
     "deterministic", "off", ["off", "on", "both"], "Run the steps as `--deterministic` does "
     "(tfdaseg.training.determinism); `both` adds a deterministic twin of every configuration "
     "and reports its cost per round.")
+_PRECISION_NAMES = flags.DEFINE_list("precisions", ["fp32", "bf16"], "Precisions timed (fp32, bf16).")
 _METHODS = flags.DEFINE_list("methods", ["adaptsegnet"], "Methods timed per configuration; the "
                              "first is the baseline of relative_to_* (and of the torch speedups).")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration "
@@ -184,9 +185,10 @@ def main(argv: list[str]) -> None:
     return
   determinism = {"off": (False,), "on": (True,), "both": (False, True)}[_DETERMINISTIC.value]
   if _QUICK.value:
-    configs = list(itertools.product(_METHODS.value, PRECISIONS, (False,), (1,), determinism))
+    configs = list(itertools.product(_METHODS.value, _PRECISION_NAMES.value, (False,), (1,),
+                                     determinism))
   else:
-    configs = list(itertools.product(_METHODS.value, PRECISIONS, (False, True), (1, 2),
+    configs = list(itertools.product(_METHODS.value, _PRECISION_NAMES.value, (False, True), (1, 2),
                                      determinism))
   common = [f"--size={_SIZE.value}", f"--warmup={_WARMUP.value}"]
   workers = {}
