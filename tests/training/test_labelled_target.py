@@ -5,7 +5,6 @@ import os
 import pytest
 
 from tests.helpers import training as helpers
-from tests.training.test_train_cli import run_main
 from tfdaseg.data import pipeline
 from tfdaseg.training import labelled_target
 from tfdaseg.training.inputs import DataError
@@ -60,16 +59,16 @@ def test_train_reads_the_chosen_images_and_records_them(tfrecords, tmp_path):
           f"--source_train={tfrecords['source_train']}",
           f"--target_train={tfrecords['target_val']}", *helpers.TINY_TRAIN_FLAGS,
           "--num_steps_stop=1", "--image_summary_every=0", "--target_labeled_count=2"]
-  run_main(*args)
+  helpers.run_train_main(*args)
   with open(os.path.join(model_dir, labelled_target.LIST_NAME)) as f:
     chosen = f.read().split()
   assert len(chosen) == 2 and set(chosen) <= set(pipeline.list_filenames(tfrecords["target_val"]))
   with pytest.raises(SystemExit, match="lists other labelled target images"):
-    run_main(*args[:-1], "--target_labeled_count=1", "--num_steps_stop=2")
+    helpers.run_train_main(*args[:-1], "--target_labeled_count=1", "--num_steps_stop=2")
   with pytest.raises(SystemExit, match="not both"):
-    run_main(*args, f"--target_labeled_list={model_dir}/{labelled_target.LIST_NAME}")
+    helpers.run_train_main(*args, f"--target_labeled_list={model_dir}/{labelled_target.LIST_NAME}")
   with pytest.raises(SystemExit, match="--method=source_only reads no labelled target stream"):
-    run_main(*args, "--method=source_only")
+    helpers.run_train_main(*args, "--method=source_only")
   with pytest.raises(SystemExit, match="converted without labels"):
-    run_main(*args[:-1], f"--model_dir={tmp_path / 'other'}",
+    helpers.run_train_main(*args[:-1], f"--model_dir={tmp_path / 'other'}",
              f"--target_train={tfrecords['target_train']}", "--target_labeled_count=1")
