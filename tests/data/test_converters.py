@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import datasets
+from tests.helpers.cli import run_cli
 from tfdaseg.data import labels
 from tfdaseg.data.converters import CONVERTERS
 from tfdaseg.data.converters import ConverterOptions
@@ -23,8 +24,7 @@ from tools import convert_to_tfrecord as cli
 def convert(**flag_values) -> None:
   """Runs the converter CLI's `main` with `--name=value` flags."""
   argv = ["convert_to_tfrecord"] + [f"--{k}={v}" for k, v in flag_values.items()]
-  cli.FLAGS.unparse_flags()
-  cli.main(cli.FLAGS(argv))
+  run_cli(cli.main, argv, cli.FLAGS)
 
 
 def assert_converted(mini: datasets.MiniDataset, pattern: str) -> dict:

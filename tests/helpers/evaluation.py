@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.helpers import models
+from tests.helpers.cli import run_cli  # noqa: F401  (the evaluation tests run their CLIs with it)
 from tfdaseg.data import schema, shards
 from tfdaseg.run_folder import write_generator_spec
 from tfdaseg.utils.files import atomic_write_json
@@ -133,27 +134,6 @@ def write_video(path: str, frames: np.ndarray, fps: float = 5.0) -> str:
     writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
   writer.release()
   return path
-
-
-def run_cli(main, argv: list[str]):
-  """Parses `argv` into the global absl flags like `app.run`, calls `main`, restores the flags.
-
-  Args:
-    main: The command's `main(argv)`.
-    argv: The command line, program name first.
-
-  Returns:
-    What `main` returns.
-  """
-  from absl import flags
-  from absl.testing import flagsaver
-
-  with flagsaver.flagsaver():
-    remaining = flags.FLAGS(argv)
-    try:
-      return main(remaining)
-    finally:
-      flags.FLAGS.unparse_flags()
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> tf.data.Dataset:

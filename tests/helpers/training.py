@@ -15,6 +15,7 @@ from tfdaseg import methods, models
 from tfdaseg.training import loop
 from tfdaseg.training.model import (DomainAdaptationModel, OptimizationConfig,
                                     build_training_model)
+from tests.helpers.cli import run_cli
 from tests.helpers.models import tiny_generator
 
 NUM_CLASSES = 3
@@ -143,11 +144,7 @@ TINY_TRAIN_FLAGS = [
 def run_train_main(*argv: str) -> None:
   """Runs `python -m tfdaseg.train *argv` in this process (its own flags, reset afterwards)."""
   from tfdaseg import train
-  try:
-    train.FLAGS(["train", *argv])
-    train.main(["train"])
-  finally:
-    train.FLAGS.unparse_flags()
+  run_cli(train.main, ["train", *argv], train.FLAGS)
 
 
 def write_voc_tfrecords(directory: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import datasets
+from tests.helpers.cli import run_cli
 from tfdaseg.data import transforms
 from tfdaseg.data.converters import CONVERTERS
 from tfdaseg.data.tfrecord_writer import WriteOptions, write_split
@@ -40,11 +41,8 @@ def _shard_order(pattern: str) -> list[list[str]]:
 
 def _run_cli(*argv: str) -> None:
   """The tool's main with its flags parsed from `argv` (in this process, flags reset after)."""
-  try:
-    make_transformed_dataset.FLAGS(["make_transformed_dataset", *argv])
-    make_transformed_dataset.main(["make_transformed_dataset"])
-  finally:
-    make_transformed_dataset.FLAGS.unparse_flags()
+  run_cli(make_transformed_dataset.main, ["make_transformed_dataset", *argv],
+          make_transformed_dataset.FLAGS)
 
 
 def test_copy_is_aligned_and_transformed_through_the_cli(voc_split, tmp_path):
