@@ -37,8 +37,8 @@ _DEFINES = (
     (flags.DEFINE_bool, "skip_bad", False, "Skip bad files with a warning (listed in the "
      "manifest) instead of stopping."),
     (flags.DEFINE_bool, "unlabeled", False, "Write images only, without labels."),
-    (flags.DEFINE_integer, "num_workers", None, "Encoding processes (default: one per CPU; 0 "
-     "or 1: none)."),
+    (flags.DEFINE_integer, "num_workers", None, "Encoding processes (default: one per CPU, "
+     "fewer for a split of under 32 images per CPU; 0 or 1: none)."),
     (flags.DEFINE_string, "resize", None, "Resize images (bicubic) and labels (nearest) to "
      "WxH; default: store images exactly as on disk."),
     (flags.DEFINE_bool, "camvid_colour_labels", False, "camvid: labels are the original "

@@ -2,21 +2,24 @@
 
 Every stage runs the public command a user would type (the converters, `tfdaseg.train`,
 `tfdaseg.evaluate`, `tfdaseg.export`, `tfdaseg.predict`), so the demo exercises the real code
-paths. Stages whose outputs are complete are reused on a re-run (`--fresh` redoes everything);
-each stage writes its outputs atomically or under a completion stamp, so an interrupted run
-never leaves an artefact that a later run trusts.
+paths. A stage that finished with the same command and inputs is skipped on a re-run, without
+starting its process (`Stages`; `--fresh` redoes everything); each stage writes its outputs
+atomically or under a completion stamp, so an interrupted run never leaves an artefact that a
+later run trusts.
 
 Usage:
   python tools/run_demo.py [--out=demo_out] [--data=demo_data] [--seed=0] [--fresh]
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 from absl import app, flags, logging
 
@@ -32,7 +35,8 @@ _SCALE = flags.DEFINE_enum(
     "`full` is the demo; `tiny` is the same pipeline at toy size, for the test suite.")
 _TRAIN_FLAGS = flags.DEFINE_list(
     "train_flags", [], "Extra flags for both trainings, after the config's, e.g. "
-    "--train_flags=--mixed_precision=mixed_bfloat16 (a finished run is reused, so use a new --out).")
+    "--train_flags=--mixed_precision=mixed_bfloat16 (a finished run is not trained again, so use a "
+    "new --out).")
 
 # Sizes of the two scales: the data generator's arguments and the training overrides.
 _SCALES = {
@@ -82,16 +86,71 @@ def _run(stage: str, argv: list[str]) -> None:
   logging.info("[%s] done in %.1f s", stage, time.time() - start)
 
 
-def make_data(paths: Paths, scale: dict, seed: int, fresh: bool) -> None:
-  """Generates the two synthetic domains (the tool itself reuses a complete, matching folder)."""
-  _run("data", ["tools/make_demo_data.py", f"--output_dir={paths.raw}", f"--seed={seed}",
-                f"--num_source={scale['num_source']}",
-                f"--num_target_train={scale['num_target_train']}",
-                f"--num_target_val={scale['num_target_val']}", f"--size={scale['size']}",
-                *(["--overwrite"] if fresh else [])])
+def _flagfile_digests(argv: list[str]) -> dict[str, str]:
+  """SHA-256 of each --flagfile of a command, so that an edited config re-runs its stage."""
+  digests = {}
+  for arg in argv:
+    if arg.startswith("--flagfile="):
+      path = arg.split("=", 1)[1]
+      with open(path, "rb") as f:
+        digests[path] = hashlib.sha256(f.read()).hexdigest()
+  return digests
 
 
-def convert(paths: Paths, fresh: bool) -> dict[str, str]:
+@dataclasses.dataclass
+class Stages:
+  """Runs the stages in order and skips one that already finished the same way.
+
+  A stage is skipped when its record (`<out>/stages/<stage>.json`, written after it succeeded)
+  holds the same command, the same config contents and the same runs of every earlier stage,
+  and its outputs still exist; so a re-run of a finished demo starts no process, and a changed
+  flag, config or re-run earlier stage redoes everything after it.
+
+  Attributes:
+    folder: Where the records are kept.
+    fresh: Ignore the records and run every stage.
+    upstream: Run ids of the stages so far, in order.
+  """
+
+  folder: str
+  fresh: bool
+  upstream: list[str] = dataclasses.field(default_factory=list)
+
+  def run(self, stage: str, argv: list[str], outputs: list[str],
+          fresh_flags: tuple[str, ...] = ()) -> None:
+    """Runs (or reuses) one stage.
+
+    Args:
+      stage: Its name in the log.
+      argv: The command, after the Python interpreter.
+      outputs: Files or folders the stage makes; a missing one re-runs it.
+      fresh_flags: Flags added to the command under --fresh (not part of what is compared).
+    """
+    key = {"argv": argv, "configs": _flagfile_digests(argv), "upstream": list(self.upstream)}
+    record_file = os.path.join(self.folder, stage.replace(" ", "_") + ".json")
+    if not self.fresh and os.path.isfile(record_file) and all(map(os.path.exists, outputs)):
+      record = read_json(record_file)
+      if record["key"] == key:
+        logging.info("[%s] reusing its finished outputs (same command and inputs; --fresh redoes "
+                     "it)", stage)
+        self.upstream.append(record["run_id"])
+        return
+    _run(stage, [*argv, *(fresh_flags if self.fresh else ())])
+    run_id = uuid.uuid4().hex
+    atomic_write_json(record_file, {"key": key, "run_id": run_id})
+    self.upstream.append(run_id)
+
+
+def make_data(stages: Stages, paths: Paths, scale: dict, seed: int) -> None:
+  """Generates the two synthetic domains."""
+  stages.run("data", ["tools/make_demo_data.py", f"--output_dir={paths.raw}", f"--seed={seed}",
+                      f"--num_source={scale['num_source']}",
+                      f"--num_target_train={scale['num_target_train']}",
+                      f"--num_target_val={scale['num_target_val']}", f"--size={scale['size']}"],
+             [paths.raw], fresh_flags=("--overwrite",))
+
+
+def convert(stages: Stages, paths: Paths) -> dict[str, str]:
   """Converts the datasets with the real converters; returns the TFRecord pattern of each split.
 
   Each split gets a folder of its own, so each folder also holds valid TFDS metadata (TFDS
@@ -105,48 +164,50 @@ def convert(paths: Paths, fresh: bool) -> dict[str, str]:
   patterns = {}
   for key, (dataset, data_dir, split, extra) in jobs.items():
     output_dir = os.path.join(paths.tfrecords, key)
-    _run(f"convert {key}", ["tools/convert_to_tfrecord.py", f"--dataset={dataset}",
-                            f"--data_dir={data_dir}", f"--split={split}",
-                            f"--output_dir={output_dir}", "--num_shards=2", *extra,
-                            *(["--overwrite"] if fresh else [])])
+    stages.run(f"convert {key}", ["tools/convert_to_tfrecord.py", f"--dataset={dataset}",
+                                  f"--data_dir={data_dir}", f"--split={split}",
+                                  f"--output_dir={output_dir}", "--num_shards=2", *extra],
+               [os.path.join(output_dir, f"{dataset}-{split}.json")], fresh_flags=("--overwrite",))
     patterns[key] = os.path.join(output_dir, f"{dataset}-{split}-*.tfrecord")
   return patterns
 
 
-def train(paths: Paths, patterns: dict[str, str], scale: dict, seed: int, fresh: bool,
+def train(stages: Stages, paths: Paths, patterns: dict[str, str], scale: dict, seed: int,
           extra_flags: list[str]) -> None:
   """Trains both runs; the trainer resumes from, or returns at once after, a finished run."""
   for name, flagfile in _RUNS.items():
     model_dir = paths.run_dir(name)
-    if fresh and os.path.isdir(model_dir):
+    if stages.fresh and os.path.isdir(model_dir):
       shutil.rmtree(model_dir)
-    _run(f"train {name}", ["-m", "tfdaseg.train", f"--flagfile={flagfile}",
-                           f"--model_dir={model_dir}", f"--random_seed={seed}",
-                           f"--source_train={patterns['source_train']}",
-                           f"--target_train={patterns['target_train']}",
-                           *scale["train_overrides"], *extra_flags])
+    stages.run(f"train {name}", ["-m", "tfdaseg.train", f"--flagfile={flagfile}",
+                                 f"--model_dir={model_dir}", f"--random_seed={seed}",
+                                 f"--source_train={patterns['source_train']}",
+                                 f"--target_train={patterns['target_train']}",
+                                 *scale["train_overrides"], *extra_flags], [model_dir])
 
 
-def evaluate(paths: Paths, patterns: dict[str, str]) -> dict[str, dict]:
+def evaluate(stages: Stages, paths: Paths, patterns: dict[str, str]) -> dict[str, dict]:
   """Scores both runs on the "real" val split; returns each run's metrics.json."""
   results = {}
   for name in _RUNS:
     out = paths.eval_dir(name)
-    _run(f"evaluate {name}", ["-m", "tfdaseg.evaluate", f"--model_dir={paths.run_dir(name)}",
-                              f"--data={patterns['target_val']}", f"--class_set={_CLASS_SET}",
-                              f"--output_dir={out}"])
+    stages.run(f"evaluate {name}", ["-m", "tfdaseg.evaluate", f"--model_dir={paths.run_dir(name)}",
+                                    f"--data={patterns['target_val']}", f"--class_set={_CLASS_SET}",
+                                    f"--output_dir={out}"], [os.path.join(out, "metrics.json")])
     results[name] = read_json(os.path.join(out, "metrics.json"))
   return results
 
 
-def export_and_predict(paths: Paths, raw_val_dir: str) -> str:
+def export_and_predict(stages: Stages, paths: Paths, raw_val_dir: str) -> str:
   """Exports the adapted model as a SavedModel and predicts a few target images with it."""
   saved_model = os.path.join(paths.out, "saved_model")
-  _run("export", ["-m", "tfdaseg.export", f"--model_dir={paths.run_dir('adapted')}",
-                  f"--output={saved_model}", f"--class_set={_CLASS_SET}", "--overwrite"])
-  _run("predict", ["-m", "tfdaseg.predict", f"--saved_model={saved_model}",
-                   f"--input={raw_val_dir}", f"--output_dir={os.path.join(paths.out, 'predictions')}",
-                   "--max_images=8"])
+  predictions = os.path.join(paths.out, "predictions")
+  stages.run("export", ["-m", "tfdaseg.export", f"--model_dir={paths.run_dir('adapted')}",
+                        f"--output={saved_model}", f"--class_set={_CLASS_SET}", "--overwrite"],
+             [os.path.join(saved_model, "saved_model.pb")])
+  stages.run("predict", ["-m", "tfdaseg.predict", f"--saved_model={saved_model}",
+                         f"--input={raw_val_dir}", f"--output_dir={predictions}",
+                         "--max_images=8"], [predictions])
   return saved_model
 
 
@@ -218,11 +279,13 @@ def main(argv: list[str]) -> None:
   scale = _SCALES[_SCALE.value]
   paths = Paths(data=_DATA.value, out=_OUT.value)
   os.makedirs(paths.out, exist_ok=True)
-  make_data(paths, scale, _SEED.value, _FRESH.value)
-  patterns = convert(paths, _FRESH.value)
-  train(paths, patterns, scale, _SEED.value, _FRESH.value, _TRAIN_FLAGS.value)
-  results = evaluate(paths, patterns)
-  export_and_predict(paths, os.path.join(paths.raw, "cityscapes", "leftImg8bit", "val"))
+  stages = Stages(folder=os.path.join(paths.out, "stages"), fresh=_FRESH.value)
+  os.makedirs(stages.folder, exist_ok=True)
+  make_data(stages, paths, scale, _SEED.value)
+  patterns = convert(stages, paths)
+  train(stages, paths, patterns, scale, _SEED.value, _TRAIN_FLAGS.value)
+  results = evaluate(stages, paths, patterns)
+  export_and_predict(stages, paths, os.path.join(paths.raw, "cityscapes", "leftImg8bit", "val"))
   plot_results(paths, patterns, results)
   report = write_report(paths, results, time.time() - start)
   print(json.dumps({k: report[k] for k in ("gain_miou", "elapsed_s")}))

@@ -11,7 +11,7 @@ from tests.helpers import datasets
 from tfdaseg.data import labels
 from tfdaseg.data import shards
 from tfdaseg.data.converters import BadFileError, CONVERTERS, ConverterOptions
-from tfdaseg.data.tfrecord_writer import WriteOptions, shuffle_pairs, write_split
+from tfdaseg.data.tfrecord_writer import WriteOptions, encoding_workers, shuffle_pairs, write_split
 
 
 def write(name: str, root: str, out, split: str = "train", options=ConverterOptions(),
@@ -155,6 +155,15 @@ def test_parallel_workers_write_the_same_shards(tmp_path):
   write("camvid", mini.root, tmp_path / "parallel", num_shards=2, num_workers=2)
   for name in shard_files(tmp_path / "serial", "camvid-train"):
     assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
+
+
+def test_default_pool_is_skipped_for_a_small_split_and_an_explicit_one_is_kept(monkeypatch):
+  monkeypatch.setattr(os, "cpu_count", lambda: 8)
+  assert encoding_workers(None, 8) == 1
+  assert encoding_workers(None, 33) == 2
+  assert encoding_workers(None, 10_000) == 8
+  assert encoding_workers(2, 8) == 2
+  assert encoding_workers(4, 3) == 3
 
 
 def test_resize_resamples_image_and_label(tmp_path):

@@ -42,6 +42,9 @@ from tfdaseg.utils.files import atomic_write_json, read_json
 TARGET_SHARD_BYTES = 128 << 20
 # Assumed size of an image whose size cannot be seen (a source that is not a file).
 _FALLBACK_IMAGE_BYTES = 2 << 20
+# Pairs a default-sized pool needs per worker before a worker process pays for its start.
+_MIN_PAIRS_PER_DEFAULT_WORKER = 32
+
 # Pairs in flight per worker: keeps workers busy without buffering a whole dataset.
 _PAIRS_PER_WORKER_IN_FLIGHT = 4
 
@@ -52,7 +55,8 @@ class WriteOptions:
 
   Args:
     num_shards: Number of shards; None picks about TARGET_SHARD_BYTES per shard.
-    num_workers: Encoding processes; None = one per CPU, 0 or 1 = encode in this process.
+    num_workers: Encoding processes; None = one per CPU (fewer for a split of under 32 pairs per
+      CPU), 0 or 1 = encode in this process.
     overwrite: Delete an existing conversion of the split first (else it is kept / resumed).
     skip_bad: Skip (and list in the manifest) bad files instead of stopping at the first.
     resize: (width, height) to resize every image and label to, or None to keep them.
@@ -236,11 +240,27 @@ def _worker_context() -> multiprocessing.context.BaseContext:
   return multiprocessing.get_context("spawn")
 
 
+def encoding_workers(num_workers: int | None, num_pairs: int) -> int:
+  """How many processes encode a split.
+
+  Args:
+    num_workers: The user's choice (`WriteOptions.num_workers`), None for the default.
+    num_pairs: Pairs left to encode.
+
+  Returns:
+    The number of workers; 1 or fewer means encoding in this process.
+  """
+  if num_workers is None:
+    # Starting a pool costs seconds (TensorFlow is imported once per pool), more than encoding a
+    # few images takes, so a small split gets one worker per _MIN_PAIRS_PER_DEFAULT_WORKER pairs.
+    return min(os.cpu_count() or 1, -(-num_pairs // _MIN_PAIRS_PER_DEFAULT_WORKER))
+  return min(num_workers, num_pairs)
+
+
 def _executor(converter: Converter, options: WriteOptions,
               num_pairs: int) -> tuple[concurrent.futures.Executor | None, int]:
   """Returns (worker pool or None to encode in this process, number of workers)."""
-  workers = options.num_workers if options.num_workers is not None else os.cpu_count() or 1
-  workers = min(workers, num_pairs)
+  workers = encoding_workers(options.num_workers, num_pairs)
   record_encoder.init_worker(converter, options.resize, options.skip_bad)
   if workers <= 1:
     return None, 1
