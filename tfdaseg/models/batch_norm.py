@@ -11,6 +11,7 @@
 
 import keras
 from keras import ops
+import tensorflow as tf
 
 # PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1. Keras weighs the old value by its
 # momentum, PyTorch the new one: Keras momentum = 1 - PyTorch momentum.
@@ -57,6 +58,28 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
       return super().call(inputs, training=False)
     # As Keras does: statistics in float32 even when the layer computes in (b)float16.
     x = ops.cast(inputs, "float32")
+    if len(x.shape) == 4:
+      outputs = self._fused_training_call(x)
+    else:
+      outputs = self._training_call(x)
+    return ops.cast(outputs, self.compute_dtype)
+
+  def _fused_training_call(self, x):
+    # One FusedBatchNormV3 (forward and its gradient kernel) instead of Keras' moments and
+    # elementwise ops, the step-time cost of reference BN (bench/compare_checkouts.py). With an
+    # exponential_avg_factor below 1 it normalises with the biased batch variance and returns
+    # running statistics moved towards the Bessel-corrected one: torch's update. The raw op
+    # keeps epsilon 1e-5 (tf.compat.v1.nn.fused_batch_norm raises it to 1.001e-5 for cuDNN).
+    outputs, running_mean, running_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
+        mean=ops.cast(self.moving_mean, "float32"),
+        variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+        exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
+    self.moving_mean.assign(running_mean)
+    self.moving_variance.assign(running_variance)
+    return outputs
+
+  def _training_call(self, x):
     mean, variance = ops.moments(x, axes=self._reduction_axes)
     count = ops.cast(ops.size(x), "float32") / x.shape[-1]
     # PyTorch stores the unbiased variance; with one value per channel (where PyTorch refuses to
@@ -65,9 +88,8 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
     self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
     self.moving_variance.assign(
         self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
-    outputs = ops.batch_normalization(x, mean, variance, axis=-1, offset=self.beta,
-                                      scale=self.gamma, epsilon=self.epsilon)
-    return ops.cast(outputs, self.compute_dtype)
+    return ops.batch_normalization(x, mean, variance, axis=-1, offset=self.beta,
+                                   scale=self.gamma, epsilon=self.epsilon)
 
 
 def check_bn_mode(bn_mode: str) -> str:
