@@ -62,8 +62,10 @@ def prepare_data(seed: int) -> dict[str, str]:
                          out=os.path.join(_ROOT.value, f"seed{seed}"))
   scale = {"num_source": source, "num_target_train": target, "num_target_val": val,
            "size": _SIZE.value}
-  run_demo.make_data(paths, scale, seed, fresh=False)
-  return run_demo.convert(paths, fresh=False)
+  stages = run_demo.Stages(folder=os.path.join(paths.out, "stages"), fresh=False)
+  os.makedirs(stages.folder, exist_ok=True)
+  run_demo.make_data(stages, paths, scale, seed)
+  return run_demo.convert(stages, paths)
 
 
 def train_and_score(method: str, seed: int, patterns: dict[str, str]) -> float:
