@@ -5,7 +5,7 @@ serialisation (package "tfdaseg"), so saved `.keras` files load after `import tf
 """
 
 from tfdaseg.models import (  # noqa: F401  (registration)
-    class_wise_discriminator, deeplab_v2_resnet, deeplab_v2_vgg, fc_discriminator)
+    class_wise_discriminator, daformer, deeplab_v2_resnet, deeplab_v2_vgg, fc_discriminator)
 from tfdaseg.models.aspp_classifier import AsppClassifier  # noqa: F401
 from tfdaseg.models.batch_norm import BN_MODES, ReferenceBatchNormalization  # noqa: F401
 from tfdaseg.models.class_wise_discriminator import PerClassDense  # noqa: F401
