@@ -14,6 +14,7 @@ which read manifests, are in `tfdaseg.training.inputs`).
 """
 
 import dataclasses
+import inspect
 
 from absl import flags
 
@@ -213,9 +214,12 @@ class TrainConfig:
     return target.size if target else next(iter(self.streams.values())).size
 
   def generator_options(self) -> dict:
-    """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`)."""
-    options = {"num_classes": self.model_class_set.num_classes,
-               "bn_mode": self.model.bn_mode, "aspp_compat": self.model.aspp_compat}
+    """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`);
+    --aspp_compat only for generators with DeepLab-v2 heads (it has a default, so it cannot say
+    whether it was given)."""
+    options = {"num_classes": self.model_class_set.num_classes, "bn_mode": self.model.bn_mode}
+    if "aspp_compat" in inspect.signature(models.MODELS.get(self.model.model)).parameters:
+      options["aspp_compat"] = self.model.aspp_compat
     if self.model.blocks is not None:
       options["blocks"] = self.model.blocks
     if self.model.base_width is not None:
