@@ -44,13 +44,14 @@ class ModelConfig:
     bn_mode: BatchNorm behaviour in training (`tfdaseg.models.batch_norm`).
     aspp_compat: Classifier-head variant.
     model_options: Further build options.
-    init_weights: Local ImageNet .h5 for the backbone.
+    init_weights: Local ImageNet weights for the backbone (.h5; .pth/.bin/.safetensors for MiT).
     restore_from: A .keras generator whose weights initialise the generator.
   """
 
   model: str = field("deeplab_v2_resnet101_multi", "Generator (tfdaseg.models registry); "
                      "reference: deeplab_v2_resnet101_multi (multi-level), "
-                     "deeplab_v2_resnet101_single, deeplab_v2_vgg16.")
+                     "deeplab_v2_resnet101_single, deeplab_v2_vgg16; DAFormer: daformer_mit_b5 "
+                     "(also b0-b4, and segformer_mit_b0-b5).")
   blocks: tuple[int, ...] | None = field(None, "Bottlenecks per ResNet stage; reference 3,4,23,3 "
                                          "(ResNet-101); 1,1,1,1 for tiny models. Default: the "
                                          "model's.")
@@ -65,7 +66,9 @@ class ModelConfig:
                            choices=("adaptsegnet", "full"))
   model_options: dict = field({}, "JSON dict of further generator build options.")
   init_weights: str | None = field(None, "Local ImageNet .h5 (keras.applications layout) to "
-                                   "initialise the backbone.")
+                                   "initialise the backbone; for the MiT generators, the ImageNet "
+                                   "MiT encoder (mit_bX.pth, or Hugging Face's .bin / "
+                                   ".safetensors).")
   restore_from: str | None = field(None, "A .keras generator (e.g. imported from a PyTorch "
                                    "checkpoint) whose weights initialise the generator.")
 
