@@ -12,7 +12,7 @@ from tests.helpers import methods as method_helpers
 from tests.helpers import models as model_helpers
 from tests.helpers import training as training_helpers
 from tfdaseg.models.dropout import ChannelDropout, DropPath, without_dropout
-from tfdaseg.models.mix_transformer import MIT_CONFIGS, MitConfig, drop_path_rates
+from tfdaseg.models.mix_transformer import MIT_CONFIGS, MixAttention, MitConfig, drop_path_rates
 
 
 def torch_stage_sizes(n: int) -> list[int]:
@@ -97,6 +97,20 @@ def test_head_variables_are_the_decode_head():
   assert head and all(v.path.startswith("decode_head_") for v in head)
   assert not any(v.path.startswith("decode_head_") for v in backbone)
   assert tfdaseg.models.head_learning_rate_multiplier(model) == 10.0
+
+
+def test_no_decay_variables_are_the_encoder_layer_norms():
+  model = _tiny()
+  spared = tfdaseg.models.no_decay_variables(model)
+  norms = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)]
+  reductions = [layer.norm for layer in model.layers
+                if isinstance(layer, MixAttention) and layer.sr_ratio > 1]
+  # Per stage: patch embedding and final norm; per block: two; a reduction in stages 1-3.
+  assert len(norms) == 4 * 2 + 5 * 2 and len(reductions) == 1 + 2 + 1
+  assert [v.path for v in spared] == [v.path for v in model.trainable_variables
+                                      if any(v is w for layer in norms + reductions
+                                             for w in layer.weights)]
+  assert tfdaseg.models.no_decay_variables(model_helpers.tiny_generator()) == []
 
 
 def test_mixed_bfloat16_forward_and_gradients(mixed_bfloat16):

@@ -1,5 +1,5 @@
-"""The generators' classifier heads as the optimiser sees them: their variables and their
-learning-rate multiplier."""
+"""The generators' variables as the optimiser groups them: the classifier heads with their
+learning-rate multiplier, and the variables the weight decay spares."""
 
 import keras
 
@@ -67,3 +67,20 @@ def split_head_variables(generator: keras.Model) -> tuple[list, list]:
   backbone = [v for v in generator.trainable_variables if id(v) not in head_ids]
   head = [v for v in generator.trainable_variables if id(v) in head_ids]
   return backbone, head
+
+
+def no_decay_variables(generator: keras.Model) -> list:
+  """The generator's trainable variables that the weight decay spares: those of the backbone
+  whose name holds "norm", as DAFormer's `paramwise_cfg` (custom_keys norm decay_mult 0; its
+  `head` key, lr_mult 10, matches first in the head: mmcv DefaultOptimizerConstructor). In the
+  MiT these are every LayerNorm (patch embeddings, blocks, attention reductions, stages); the
+  DeepLab-v2 generators have none.
+
+  Args:
+    generator: A tfdaseg generator.
+
+  Returns:
+    The variables, in model order.
+  """
+  head_ids = {id(v) for v in split_head_variables(generator)[1]}
+  return [v for v in generator.trainable_variables if "norm" in v.path and id(v) not in head_ids]
