@@ -17,9 +17,14 @@ Examples:
   python -m tools.import_torch_checkpoint \
       --checkpoint=DeepLab_resnet_pretrained_init-f81d91e8.pth --layout=deeplab_resnet_init \
       --architecture=deeplab_v2_resnet101_multi --num_classes=19 --output=deeplab_init_multi.keras
+  # DAFormer's start: the ImageNet MiT-B5 encoder (SegFormer's mit_b5.pth, or Hugging Face's
+  # nvidia/mit-b5 pytorch_model.bin / model.safetensors), the head fresh.
+  python -m tools.import_torch_checkpoint --checkpoint=mit_b5.pth --layout=mit_imagenet \
+      --architecture=daformer_mit_b5 --num_classes=19 --output=daformer_mit_b5_imagenet.keras
 """
 
 import inspect
+import json
 import os
 import sys
 from typing import NoReturn
@@ -35,13 +40,16 @@ PROGRAM = "import_torch_checkpoint"
 # Models whose input is the generator's softmax: their input channels are the class count.
 CLASS_INPUT_MODELS = ("output_space_discriminator",)
 
-flags.DEFINE_string("checkpoint", None, "PyTorch .pth file (zip or legacy format).")
+flags.DEFINE_string("checkpoint", None, "PyTorch .pth / .bin file (zip or legacy format) or "
+                    ".safetensors file.")
 flags.DEFINE_enum("architecture", None, [name for name in LAYOUTS.names() if name in MODELS],
                   "Model to build (and, without --layout, the checkpoint's layout).")
 flags.DEFINE_enum("layout", None, LAYOUTS.names(),
                   "The checkpoint's layout when it is not the architecture's own: "
                   "deeplab_resnet_init for the DeepLab-v2 init files (backbone loaded, their "
-                  "classifier dropped, every head of the model fresh).")
+                  "classifier dropped, every head of the model fresh); mit_imagenet for the "
+                  "ImageNet MiT encoders of the MiT generators (SegFormer or Hugging Face "
+                  "names; the head fresh).")
 flags.DEFINE_integer("num_classes", 19, "Classes of the generator's heads.")
 flags.DEFINE_enum("aspp_compat", "adaptsegnet", ["adaptsegnet", "full"],
                   "Heads sum rates 6/12 (AdaptSegNet code and checkpoints) or all four (ADVENT).")
@@ -52,6 +60,8 @@ flags.DEFINE_integer("num_channels", None,
                      "output_space_discriminator, the model's own (2048) for "
                      "feature_discriminator.")
 flags.DEFINE_integer("base_filters", 64, "Discriminators: width of the first conv.")
+flags.DEFINE_string("model_options", "{}", "JSON dict of further build options, as train.py's "
+                    "(e.g. encoder_options and embed_dim of a small MiT generator).")
 flags.DEFINE_string("output", None, "Output .keras file (written atomically).")
 flags.mark_flags_as_required(["checkpoint", "architecture", "output"])
 
@@ -68,7 +78,9 @@ def model_options(architecture: str) -> dict:
       "num_channels": num_channels, "base_filters": FLAGS.base_filters,
   }
   accepted = inspect.signature(MODELS.get(architecture)).parameters
-  return {k: v for k, v in candidates.items() if k in accepted and v is not None}
+  options = {k: v for k, v in candidates.items() if k in accepted and v is not None}
+  options.update(json.loads(FLAGS.model_options))
+  return options
 
 
 def save_atomically(model, output: str) -> None:
@@ -96,8 +108,12 @@ def main(argv):
   if not FLAGS.output.endswith(".keras"):
     fail(FLAGS.output, "--output must end with .keras")
   try:
+    options = model_options(FLAGS.architecture)
+  except json.JSONDecodeError as e:
+    fail("--model_options", e)
+  try:
     model, report = import_torch_checkpoint(FLAGS.checkpoint, FLAGS.architecture, FLAGS.layout,
-                                            **model_options(FLAGS.architecture))
+                                            **options)
   except CheckpointError as e:
     fail(e.path, e.problem)
   except (TypeError, ValueError) as e:  # Options the model does not take (e.g. --blocks).

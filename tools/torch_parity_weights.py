@@ -16,12 +16,13 @@ def _draw(rng: np.random.Generator, key: str, shape: tuple) -> np.ndarray:
     return rng.uniform(0.5, 1.5, shape)
   if key.endswith("running_mean"):
     return rng.normal(0.0, 0.1, shape)
-  if len(shape) == 4:
-    # LeCun-normal conv kernels (OIHW): with the ReLUs, each residual branch shrinks its input,
-    # so 33 random bottlenecks (whose BatchNorm statistics do not match) stay bounded.
-    fan_in = shape[1] * shape[2] * shape[3]
+  if len(shape) in (2, 4):
+    # LeCun-normal conv kernels (OIHW) and Linear weights ([out, in]): with the ReLUs, each
+    # residual branch shrinks its input, so 33 random bottlenecks (whose BatchNorm statistics do
+    # not match) stay bounded; the MiT's attention logits stay of order 1.
+    fan_in = int(np.prod(shape[1:]))
     return rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
-  if key.endswith("weight"):  # A BatchNorm scale.
+  if key.endswith("weight"):  # A BatchNorm or LayerNorm scale.
     return rng.uniform(0.5, 1.5, shape)
   return rng.normal(0.0, 0.1, shape)  # Biases (conv and BatchNorm).
 

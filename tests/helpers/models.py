@@ -8,11 +8,17 @@ import numpy as np
 
 import tfdaseg.models
 
-# Options that make each generator tiny enough for unit tests (a few thousand weights).
+# A MiT small enough for unit tests: the depth-2 stage chains two blocks.
+TINY_MIT = {"embed_dims": (4, 8, 12, 16), "num_heads": (1, 2, 3, 4), "depths": (1, 2, 1, 1)}
+# Options that make each generator tiny enough for unit tests (a few thousand weights). The
+# MiT variants differ only in their encoder sizes, which the tiny options replace: b0 stands
+# for all.
 TINY_GENERATOR_OPTIONS = {
     "deeplab_v2_resnet101_multi": {"blocks": (1, 1, 1, 1), "base_width": 4},
     "deeplab_v2_resnet101_single": {"blocks": (1, 1, 1, 1), "base_width": 4},
     "deeplab_v2_vgg16": {"base_width": 4},
+    "daformer_mit_b0": {"encoder_options": TINY_MIT, "embed_dim": 8},
+    "segformer_mit_b0": {"encoder_options": TINY_MIT, "embed_dim": 8},
 }
 
 

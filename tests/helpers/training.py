@@ -94,6 +94,7 @@ def tiny_model(method: str = "adaptsegnet", *, generator: str = "deeplab_v2_resn
                               num_classes=NUM_CLASSES,
                               head_variables=models.split_head_variables(net)[1],
                               head_lr_multiplier=models.head_learning_rate_multiplier(net),
+                              no_decay_variables=models.no_decay_variables(net),
                               config=optimizer, precision=precision, jit_compile=jit_compile,
                               random_seed=seed if random_seed is None else random_seed)
 

@@ -64,7 +64,7 @@ def test_split_head_variables_partitions_trainable_variables():
 def test_split_head_variables_needs_a_head():
   discriminator = tfdaseg.models.build("output_space_discriminator", num_channels=3,
                                        base_filters=4)
-  with pytest.raises(ValueError, match="no AsppClassifier head"):
+  with pytest.raises(ValueError, match="no AsppClassifier or decode_head head"):
     tfdaseg.models.split_head_variables(discriminator)
 
 

@@ -1,5 +1,6 @@
 """tools/import_torch_checkpoint.py through its command line: outputs, defaults, one-line errors."""
 
+import json
 import os
 import pickle
 import re
@@ -18,6 +19,10 @@ REPO = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 ERROR = "import_torch_checkpoint: error: "
 TINY_MULTI = ["--architecture=deeplab_v2_resnet101_multi", "--num_classes=5", "--blocks=1,1,2,1",
               "--base_width=4"]
+# A DAFormer generator with the encoder of the MiT fixtures (daformer_manifest.json).
+TINY_MIT_IMAGENET = ["--architecture=daformer_mit_b0", "--layout=mit_imagenet", "--num_classes=5",
+                     "--model_options=" + json.dumps(
+                         {"encoder_options": model_helpers.TINY_MIT, "embed_dim": 8})]
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
@@ -55,6 +60,21 @@ def test_output_space_discriminator_reads_the_class_count(tmp_path):
   assert loaded.input_shape[-1] == classes
   expected = np.load(model_helpers.torch_parity_path(entry["outputs"]))
   model_helpers.assert_outputs_close(loaded(expected["input"]), expected["logits"], rtol=1e-4)
+
+
+def test_imports_the_imagenet_mit_encoder_of_a_safetensors_file(tmp_path):
+  with open(model_helpers.torch_parity_path("daformer_manifest.json")) as f:
+    entry = json.load(f)["imagenet"]["mit_imagenet_tiny"]
+  output = tmp_path / "daformer.keras"
+  checkpoint = model_helpers.torch_parity_path(entry["checkpoints"]["huggingface_safetensors"])
+  result = run_tool(f"--checkpoint={checkpoint}", *TINY_MIT_IMAGENET, f"--output={output}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "skipped head.weight: the ImageNet classifier" in result.stdout
+  assert "left at initialisation: decode_head_classifier/kernel" in result.stdout
+  loaded = keras.models.load_model(str(output))
+  expected = np.load(model_helpers.torch_parity_path(entry["outputs"]))
+  stage4 = keras.Model(loaded.input, loaded.get_layer("norm4").output)(expected["input"])
+  model_helpers.assert_outputs_close(stage4, expected["stage4"], rtol=1e-4)
 
 
 class _RunsAShellCommand:
@@ -97,6 +117,10 @@ ERROR_CASES = {
                      r"cannot load the state dict as deeplab_v2_resnet101_single: unexpected keys"),
     "missing_file": (lambda d: os.path.join(d, "absent.pth"), TINY_MULTI,
                      r"No such file or directory"),
+    "mit_generator_checkpoint_as_imagenet": (
+        lambda d: model_helpers.torch_parity_path("daformer_tiny.pth"), TINY_MIT_IMAGENET,
+        r"cannot load the state dict as mit_imagenet: unexpected keys \['backbone\.block1\.0\."
+        r".*; it fits layout daformer_mit_b0$"),
 }
 
 

@@ -12,14 +12,16 @@ from tfdaseg.training.schedules import PolyDecay
 
 
 def numpy_torch_adamw(params, grads, lrs, decay, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
-  """torch.optim.AdamW's update (torch/optim/adamw.py, amsgrad off), in numpy float64."""
+  """torch.optim.AdamW's update (torch/optim/adamw.py, amsgrad off), in numpy float64; `decay`
+  is one value or one per parameter (param groups)."""
   params = [p.astype(np.float64) for p in params]
+  decays = decay if isinstance(decay, list) else [decay] * len(params)
   m = [np.zeros_like(p) for p in params]
   v = [np.zeros_like(p) for p in params]
   for step, step_grads in enumerate(grads, start=1):
     for i, g in enumerate(step_grads):
       lr = lrs[step - 1][i]
-      params[i] *= 1 - lr * decay
+      params[i] *= 1 - lr * decays[i]
       m[i] = beta_1 * m[i] + (1 - beta_1) * g
       v[i] = beta_2 * v[i] + (1 - beta_2) * g * g
       denom = np.sqrt(v[i]) / np.sqrt(1 - beta_2 ** step) + epsilon
@@ -47,6 +49,32 @@ def test_torch_adamw_matches_pytorch_semantics_with_10x_heads_warmup_and_poly():
   expected = numpy_torch_adamw(initial, grads, [[r, 10 * r] for r in rates], 0.01)
   for variable, want in zip(variables, expected):
     np.testing.assert_allclose(variable.numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_no_decay_variables_are_not_decayed():
+  # DAFormer's paramwise_cfg: the encoder's norms decay_mult 0, the rest decayed.
+  initial = [np.full((3,), 2.0, np.float32), np.full((2,), 3.0, np.float32)]
+  grads = [[np.full(p.shape, 1e-3, np.float32) for p in initial] for _ in range(3)]
+  variables = [keras.Variable(initial[0], name="kernel"), keras.Variable(initial[1], name="norm")]
+  for name in ("adamw", "sgd"):
+    for variable, value in zip(variables, initial):
+      variable.assign(value)
+    optimizer = optimizers.generator_optimizer(0.05, 10, 1.0, momentum=0.0, weight_decay=0.5,
+                                               head_variables=[], optimizer=name,
+                                               no_decay_variables=[variables[1]])
+    optimizer.build(variables)
+    for step_grads in grads:
+      optimizer.apply([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+    if name == "adamw":
+      rates = [[0.05 * (1 - t / 10)] * 2 for t in range(len(grads))]
+      expected = numpy_torch_adamw(initial, grads, rates, [0.5, 0.0])
+    else:  # torch SGD without momentum: w -= lr * (g + decay * w).
+      expected = [p.astype(np.float64) for p in initial]
+      for t, step_grads in enumerate(grads):
+        for i, (g, decay) in enumerate(zip(step_grads, (0.5, 0.0))):
+          expected[i] = expected[i] - 0.05 * (1 - t / 10) * (g + decay * expected[i])
+    for variable, want in zip(variables, expected):
+      np.testing.assert_allclose(variable.numpy(), want, rtol=1e-5, err_msg=name)
 
 
 def test_warmup_schedule_values_and_serialisation():

@@ -15,14 +15,15 @@ EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
                            "advent", "advent_minent", "ass_100", "ass_200", "ass_500",
-                           "ass_1000", "ass_all", "dacs"},
-    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100", "dacs"},
+                           "ass_1000", "ass_all", "dacs", "daformer"},
+    "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100", "dacs",
+                              "daformer"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
     "voc_transformed": {"source_only", "feature_regression", "finetune"},
     "voc": {"supervised", "ts3_strong50", "ts3_strong0"},
 }
 # Configs named after the experiment rather than their method: name -> method.
-CONFIG_METHODS = {"finetune": "target_only", "supervised": "source_only"}
+CONFIG_METHODS = {"finetune": "target_only", "supervised": "source_only", "daformer": "dacs"}
 
 
 def parse(*argv: str) -> train_config.TrainConfig:

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
+from tfdaseg.models.dropout import without_dropout
 from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
@@ -170,7 +171,9 @@ def discriminator(model: str, reads: str, learning_rate: float,
 
 def ema_teacher(alpha: float, of: str = GENERATOR) -> NetworkSpec:
   """A mean teacher of the generator: decay min(1 - 1/(t + 1), alpha) at update t (DACS
-  trainUDA.py update_ema_variables, DAFormer dacs.py _update_ema), exportable.
+  trainUDA.py update_ema_variables, DAFormer dacs.py _update_ema), exportable. Its dropout is
+  off even in training mode (DAFormer dacs.py sets the EMA model's `_DropoutNd` and `DropPath`
+  modules to eval before its pseudo-labels; DeepLab-v2 has none).
 
   Args:
     alpha: The decay's ceiling (DACS 0.99, DAFormer 0.999).
@@ -183,7 +186,7 @@ def ema_teacher(alpha: float, of: str = GENERATOR) -> NetworkSpec:
     step = tf.cast(step, tf.float32)
     return tf.minimum(1.0 - 1.0 / (step + 1.0), alpha)
 
-  return NetworkSpec(build=lambda ctx: ctx.generator_copy(),
+  return NetworkSpec(build=lambda ctx: without_dropout(ctx.generator_copy()),
                      ema=EmaSpec(of=of, decay=decay), exportable=True)
 
 

@@ -1,4 +1,5 @@
-"""Initialises generator backbones from keras.applications ImageNet weights in a LOCAL `.h5` file.
+"""Initialises generator backbones from ImageNet weights in a LOCAL file: keras.applications `.h5`
+files for the DeepLab-v2 generators, PyTorch files for the MiT ones.
 
 Both kinds of file work: the legacy `.h5` files keras.applications downloads (layers by name) and
 Keras 3 `.weights.h5` files (`model.save_weights`), because the file is loaded into the matching
@@ -10,6 +11,11 @@ keras.applications model first and copied from there, layer by layer:
     projection shortcut) -> `downsample_0/1`. Keras' convs have biases and its BatchNorm has
     epsilon 1.001e-5; both fold exactly into our bias-free conv + BatchNorm(eps 1e-5):
     moving_mean -= bias, moving_variance += 1.001e-5 - 1e-5.
+The MiT generators (DAFormer, SegFormer) take the ImageNet-1k MiT checkpoints DAFormer starts
+from: SegFormer's `mit_b5.pth` or Hugging Face's `nvidia/mit-b5` (`pytorch_model.bin` or
+`model.safetensors`), read by `tfdaseg.models.torch_checkpoint` (no torch needed) and loaded
+under the "mit_imagenet" layout (`tfdaseg.models.torch_import`): the encoder from the file, the
+head fresh.
 """
 
 import dataclasses
@@ -21,6 +27,9 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfdaseg.models.daformer import MIT_GENERATORS
+from tfdaseg.models.torch_checkpoint import load_state_dict
+from tfdaseg.models.torch_import import apply_layout, load_torch_state_dict
 from tfdaseg.registry import Registry
 
 IMAGENET_BACKBONES: Registry = Registry("ImageNet backbone")
@@ -33,7 +42,8 @@ class ImagenetInitReport:
   Attributes:
     loaded: Our layers that received ImageNet weights.
     left_at_init: Our weight-carrying layers without an ImageNet counterpart.
-    unused: keras.applications layers with weights that nothing took (e.g. the classifier).
+    unused: keras.applications layers with weights (or PyTorch entries) that nothing took (e.g.
+      the classifier).
   """
   loaded: list
   left_at_init: list
@@ -53,6 +63,12 @@ class _Backbone:
   rename: Callable[[str], str | None]
   # Whether our layers may stay at initialisation (True only for the non-backbone layers).
   new_layer: Callable[[str], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class _TorchBackbone:
+  # The `tfdaseg.models.torch_import` layout of the ImageNet checkpoints.
+  layout: str
 
 
 def _vgg_rename(name: str) -> str | None:
@@ -84,6 +100,8 @@ IMAGENET_BACKBONES.register("deeplab_v2_vgg16")(_Backbone(
 for _name in ("deeplab_v2_resnet101_multi", "deeplab_v2_resnet101_single"):
   IMAGENET_BACKBONES.register(_name)(_Backbone(keras.applications.ResNet101, _resnet_rename,
                                                _is_head))
+for _name in MIT_GENERATORS:
+  IMAGENET_BACKBONES.register(_name)(_TorchBackbone("mit_imagenet"))
 
 
 def has_top(path: str) -> bool:
@@ -106,24 +124,42 @@ def _fold_conv_bias(ours_bn: keras.layers.BatchNormalization, bias: np.ndarray,
                                  + theirs_bn.epsilon - ours_bn.epsilon)
 
 
+def _load_torch_backbone(generator: keras.Model, path: str, architecture: str,
+                         layout: str) -> ImagenetInitReport:
+  state = load_state_dict(path)
+  try:
+    report = load_torch_state_dict(generator, state, layout)
+  except ValueError as e:
+    raise ValueError(f"{path}: does not fit {architecture}: {e}") from None
+  fed = {layer.name for layer in apply_layout(generator, layout).layers.values()}
+  left = [layer.name for layer in generator.layers if layer.weights and layer.name not in fed]
+  return ImagenetInitReport(sorted(fed), left, [key for key, _ in report.skipped])
+
+
 def load_imagenet_weights(generator: keras.Model, path: str, architecture: str
                           ) -> ImagenetInitReport:
-  """Copies keras.applications ImageNet weights from a local file onto `generator`'s backbone.
+  """Copies ImageNet weights from a local file onto `generator`'s backbone.
 
   Args:
-    generator: A generator built as `architecture` at full size (the default blocks and width).
+    generator: A generator built as `architecture` at full size (the default blocks and width;
+      the MiT variant of the file).
     path: A keras.applications weights file for the matching network (VGG16 or ResNet101), with
-      or without the classifier ("notop").
+      or without the classifier ("notop"); for a MiT generator, an ImageNet MiT checkpoint
+      (`mit_bX.pth`, or Hugging Face's `.bin` / `.safetensors`).
     architecture: The generator's registered name.
 
   Returns:
     An `ImagenetInitReport` (also logged).
 
   Raises:
-    ValueError: naming `path` when a backbone layer has no weights in the file or a shape
-      differs (e.g. a tiny generator).
+    ValueError: naming `path` when the file cannot be read, a backbone layer has no weights in
+      the file or a shape differs (e.g. a tiny generator, another MiT variant).
   """
   backbone = IMAGENET_BACKBONES.get(architecture)
+  if isinstance(backbone, _TorchBackbone):
+    report = _load_torch_backbone(generator, path, architecture, backbone.layout)
+    logging.info("%s", report.summary())
+    return report
   try:
     source = backbone.application(weights=path, include_top=has_top(path))
   except (OSError, ValueError) as e:

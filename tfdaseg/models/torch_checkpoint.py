@@ -1,4 +1,4 @@
-"""Reads PyTorch `.pth` checkpoints into numpy arrays, without PyTorch and without trusting them.
+"""Reads PyTorch checkpoints into numpy arrays, without PyTorch and without trusting them.
 
 Both `torch.save` formats are supported:
   * zip (PyTorch >= 1.6): `<root>/data.pkl` is a pickle whose tensors refer, through persistent
@@ -7,6 +7,9 @@ Both `torch.save` formats are supported:
     list of storage keys), then each storage as an int64 element count and its raw bytes.
 A pickle can run arbitrary code, so unpickling goes through `RestrictedUnpickler`, which
 resolves only the few globals a state dict needs (to harmless stand-ins) and refuses any other.
+Hugging Face's `.bin` weights are `torch.save` files too. `.safetensors` files (a JSON header
+and raw tensors, no code) are read by the `safetensors` package; they are recognised by their
+content, whatever their name.
 """
 
 import collections
@@ -17,12 +20,15 @@ import zipfile
 from typing import Any, Callable
 
 import numpy as np
+import safetensors.numpy
 
 # torch/serialization.py constants of the legacy format.
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL_VERSION = 1001
 # How every zip archive (the format of PyTorch >= 1.6) starts: a local file header.
 ZIP_MAGIC = b"PK\x03\x04"
+# A safetensors file: an 8-byte little-endian header length, then the JSON header.
+SAFETENSORS_HEADER_START = 8
 
 # Storage classes a checkpoint may name -> numpy dtype of their elements. bfloat16 is read as
 # raw uint16 and widened to float32 (numpy has no bfloat16).
@@ -293,20 +299,48 @@ def load_torch_checkpoint(path: str) -> Any:
     raise CheckpointError(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
 
 
+def is_safetensors(path: str) -> bool:
+  """Whether `path` starts like a safetensors file (a header length, then "{").
+
+  Raises:
+    CheckpointError: when the file cannot be read.
+  """
+  try:
+    with open(path, "rb") as f:
+      start = f.read(SAFETENSORS_HEADER_START + 1)
+  except OSError as e:
+    raise CheckpointError(path, e.strerror or str(e)) from None
+  return len(start) == SAFETENSORS_HEADER_START + 1 and start[-1:] == b"{"
+
+
+def load_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Reads a `.safetensors` file into numpy arrays.
+
+  Raises:
+    CheckpointError: when the file is not a readable safetensors file (truncated, a bad header,
+      a dtype numpy lacks such as bfloat16).
+  """
+  try:
+    return safetensors.numpy.load_file(path)
+  except Exception as e:  # The reader's errors are its own (SafetensorError, TypeError, ...).
+    raise CheckpointError(path, f"not a readable safetensors file ({type(e).__name__}: "
+                          f"{e})") from None
+
+
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a checkpoint's state dict, unwrapping `{"state_dict": ...}` / `{"model": ...}`.
 
   Args:
-    path: A `.pth` file.
+    path: A `torch.save` file (`.pth`, `.pt`, Hugging Face's `.bin`) or a `.safetensors` file.
 
   Returns:
     An ordered dict of parameter / buffer name -> numpy array.
 
   Raises:
-    CheckpointError: as `load_torch_checkpoint`, and when the checkpoint holds no name -> tensor
-      mapping.
+    CheckpointError: as `load_torch_checkpoint` / `load_safetensors`, and when the checkpoint
+      holds no name -> tensor mapping.
   """
-  obj = load_torch_checkpoint(path)
+  obj = load_safetensors(path) if is_safetensors(path) else load_torch_checkpoint(path)
   for key in STATE_DICT_WRAPPER_KEYS:
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]

@@ -3,8 +3,10 @@
 A *layout* describes a kind of checkpoint: which PyTorch module prefix feeds which Keras layer,
 which prefixes are classifier heads, and which prefixes are dropped. A checkpoint's own model
 has the layout of the same name; the DeepLab-v2 initialisation files have the layout
-"deeplab_resnet_init", which fits both ResNet generators. Per layer type, a converter lists the
-PyTorch tensors and the Keras variables they feed; conv kernels go OIHW -> HWIO.
+"deeplab_resnet_init", which fits both ResNet generators; the ImageNet MiT encoders (SegFormer's
+`mit_bX.pth` and Hugging Face's `nvidia/mit-bX`) have "mit_imagenet", which fits every MiT
+generator. Per layer type, a converter lists the PyTorch tensors and the Keras variables they
+feed; conv kernels go OIHW -> HWIO, Linear weights are transposed.
 
 Everything is checked before anything is assigned: a missing or unexpected key, or a shape
 mismatch, fails with the list of offenders. Not loaded, and reported by name: a head whose class
@@ -22,6 +24,8 @@ import numpy as np
 from absl import logging
 
 from tfdaseg.models.aspp_classifier import AsppClassifier
+from tfdaseg.models.daformer import MIT_GENERATORS
+from tfdaseg.models.mix_transformer import MixAttention, MixFFN
 from tfdaseg.models.registry import build
 from tfdaseg.models.torch_checkpoint import CheckpointError, load_state_dict
 from tfdaseg.registry import Registry
@@ -41,10 +45,13 @@ class Layout:
     layers: PyTorch module prefix -> Keras layer.
     heads: The prefixes that are classifier heads (skipped when their class count differs).
     dropped: Prefix -> why: checkpoint modules that are never loaded, whatever their shapes.
+    rename: Applied to the (normalised) state dict first: another naming of the same modules
+      (Hugging Face's) -> this layout's.
   """
   layers: Mapping[str, keras.layers.Layer]
   heads: frozenset = frozenset()
   dropped: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  rename: Callable[[dict], dict] | None = None
 
 
 @dataclasses.dataclass
@@ -74,28 +81,70 @@ class ImportReport:
     return "\n".join(lines)
 
 
+# Axis order that turns a PyTorch weight into the Keras one: conv kernels OIHW -> HWIO, Linear
+# weights [out, in] -> [in, out], depthwise kernels [C, 1, H, W] -> [H, W, C, 1].
+_PERMUTATIONS = {"conv": (2, 3, 1, 0), "linear": (1, 0), "depthwise": (2, 3, 0, 1)}
+
+
 @dataclasses.dataclass(frozen=True)
 class _Entry:
   """One PyTorch tensor and the Keras variable it feeds."""
   key: str
   variable: keras.Variable
-  # A conv kernel: PyTorch stores OIHW, Keras HWIO.
-  kernel: bool = False
+  # A key of `_PERMUTATIONS`, or None when both frameworks store the same array.
+  permutation: str | None = None
 
   def to_keras(self, value: np.ndarray) -> np.ndarray:
-    return np.transpose(value, (2, 3, 1, 0)) if self.kernel else value
+    return np.transpose(value, _PERMUTATIONS[self.permutation]) if self.permutation else value
 
   @property
   def torch_shape(self) -> tuple:
     shape = tuple(self.variable.shape)
-    return (shape[3], shape[2], shape[0], shape[1]) if self.kernel else shape
+    if not self.permutation:
+      return shape
+    order = _PERMUTATIONS[self.permutation]
+    return tuple(shape[order.index(axis)] for axis in range(len(order)))
 
 
-def _conv_entries(prefix: str, layer: keras.layers.Conv2D) -> list[_Entry]:
-  entries = [_Entry(f"{prefix}.weight", layer.kernel, kernel=True)]
+def _weight_and_bias(prefix: str, layer: keras.layers.Layer, weight: keras.Variable,
+                     permutation: str) -> list[_Entry]:
+  entries = [_Entry(f"{prefix}.weight", weight, permutation)]
   if layer.use_bias:
     entries.append(_Entry(f"{prefix}.bias", layer.bias))
   return entries
+
+
+def _conv_entries(prefix: str, layer: keras.layers.Conv2D) -> list[_Entry]:
+  return _weight_and_bias(prefix, layer, layer.kernel, "conv")
+
+
+def _depthwise_entries(prefix: str, layer: keras.layers.DepthwiseConv2D) -> list[_Entry]:
+  return _weight_and_bias(prefix, layer, layer.kernel, "depthwise")
+
+
+def _dense_entries(prefix: str, layer: keras.layers.Dense) -> list[_Entry]:
+  return _weight_and_bias(prefix, layer, layer.kernel, "linear")
+
+
+def _layer_norm_entries(prefix: str, layer: keras.layers.LayerNormalization) -> list[_Entry]:
+  return [_Entry(f"{prefix}.weight", layer.gamma), _Entry(f"{prefix}.bias", layer.beta)]
+
+
+def _attention_entries(prefix: str, layer: MixAttention) -> list[_Entry]:
+  # mix_transformer.py Attention: q, kv, proj and, when reducing, sr and norm.
+  entries = (_dense_entries(f"{prefix}.q", layer.q) + _dense_entries(f"{prefix}.kv", layer.kv)
+             + _dense_entries(f"{prefix}.proj", layer.proj))
+  if layer.sr_ratio > 1:
+    entries += _conv_entries(f"{prefix}.sr", layer.sr)
+    entries += _layer_norm_entries(f"{prefix}.norm", layer.norm)
+  return entries
+
+
+def _mix_ffn_entries(prefix: str, layer: MixFFN) -> list[_Entry]:
+  # mix_transformer.py Mlp: fc1, DWConv (whose conv is `dwconv.dwconv`), fc2.
+  return (_dense_entries(f"{prefix}.fc1", layer.fc1)
+          + _depthwise_entries(f"{prefix}.dwconv.dwconv", layer.dwconv)
+          + _dense_entries(f"{prefix}.fc2", layer.fc2))
 
 
 def _batch_norm_entries(prefix: str, layer: keras.layers.BatchNormalization) -> list[_Entry]:
@@ -107,16 +156,22 @@ def _batch_norm_entries(prefix: str, layer: keras.layers.BatchNormalization) -> 
 def _classifier_entries(prefix: str, layer: AsppClassifier) -> list[_Entry]:
   entries = []
   for index, (kernel, bias) in enumerate(zip(layer.kernels, layer.biases)):
-    entries.append(_Entry(f"{prefix}.conv2d_list.{index}.weight", kernel, kernel=True))
+    entries.append(_Entry(f"{prefix}.conv2d_list.{index}.weight", kernel, "conv"))
     entries.append(_Entry(f"{prefix}.conv2d_list.{index}.bias", bias))
   return entries
 
 
 # Layer class -> converter; subclasses (e.g. ReferenceBatchNormalization) use their base's.
+# DepthwiseConv2D is not a Conv2D subclass in Keras 3.
 LAYER_CONVERTERS: dict[type, Callable[[str, keras.layers.Layer], list[_Entry]]] = {
     keras.layers.Conv2D: _conv_entries,
+    keras.layers.DepthwiseConv2D: _depthwise_entries,
+    keras.layers.Dense: _dense_entries,
     keras.layers.BatchNormalization: _batch_norm_entries,
+    keras.layers.LayerNormalization: _layer_norm_entries,
     AsppClassifier: _classifier_entries,
+    MixAttention: _attention_entries,
+    MixFFN: _mix_ffn_entries,
 }
 
 
@@ -195,6 +250,140 @@ def _discriminator_layout(model: keras.Model) -> Layout:
 
 LAYOUTS.register("output_space_discriminator")(_discriminator_layout)
 LAYOUTS.register("feature_discriminator")(_discriminator_layout)
+
+
+# Keras layer name -> PyTorch module path: (pattern, replacement) pairs, the first match wins.
+_MIT_NAMES = (
+    (r"^patch_embed(\d)_(proj|norm)$", r"patch_embed\1.\2"),
+    (r"^block(\d)_(\d+)_(norm1|norm2|attn|mlp)$", r"block\1.\2.\3"),
+    (r"^norm(\d)$", r"norm\1"),
+)
+# daformer_head.py DAFormerHead with the ASPPWrapper fusion (mmcv ConvModule: conv + bn;
+# DepthwiseSeparableConvModule: depthwise_conv + pointwise_conv).
+_DAFORMER_HEAD_NAMES = (
+    (r"^decode_head_embed_(\d)$", r"decode_head.embed_layers.\1.proj"),
+    (r"^decode_head_aspp_(\d)$", r"decode_head.fuse_layer.aspp_modules.\1.conv"),
+    (r"^decode_head_aspp_(\d)_bn$", r"decode_head.fuse_layer.aspp_modules.\1.bn"),
+    (r"^decode_head_aspp_(\d)_(depthwise|pointwise)$",
+     r"decode_head.fuse_layer.aspp_modules.\1.\2_conv.conv"),
+    (r"^decode_head_aspp_(\d)_(depthwise|pointwise)_bn$",
+     r"decode_head.fuse_layer.aspp_modules.\1.\2_conv.bn"),
+    (r"^decode_head_bottleneck$", "decode_head.fuse_layer.bottleneck.conv"),
+    (r"^decode_head_bottleneck_bn$", "decode_head.fuse_layer.bottleneck.bn"),
+    (r"^decode_head_classifier$", "decode_head.conv_seg"),
+)
+# segformer_head.py SegFormerHead.
+_SEGFORMER_HEAD_NAMES = (
+    (r"^decode_head_embed_(\d)$", r"decode_head.linear_c.\1.proj"),
+    (r"^decode_head_fuse$", "decode_head.linear_fuse.conv"),
+    (r"^decode_head_fuse_bn$", "decode_head.linear_fuse.bn"),
+    (r"^decode_head_classifier$", "decode_head.linear_pred"),
+)
+_MIT_HEADS = {"daformer": (_DAFORMER_HEAD_NAMES, "decode_head.conv_seg", {}),
+              "segformer": (_SEGFORMER_HEAD_NAMES, "decode_head.linear_pred", {
+                  # mmseg's BaseDecodeHead creates conv_seg; SegFormerHead never calls it.
+                  "decode_head.conv_seg": "BaseDecodeHead's classifier, unused by SegFormerHead"})}
+
+
+def _renamed_layers(model: keras.Model, names: tuple, prefix: str = ""
+                    ) -> dict[str, keras.layers.Layer]:
+  layers = {}
+  for layer in model.layers:
+    for pattern, replacement in names:
+      if re.match(pattern, layer.name):
+        layers[prefix + re.sub(pattern, replacement, layer.name)] = layer
+        break
+  return layers
+
+
+def _mit_encoder(model: keras.Model, prefix: str = "") -> dict[str, keras.layers.Layer]:
+  encoder = _renamed_layers(model, _MIT_NAMES, prefix)
+  if not encoder:
+    raise ValueError("it has no MiT encoder")
+  return encoder
+
+
+def _mit_generator_layout(model: keras.Model, architecture: str) -> Layout:
+  # An mmseg EncoderDecoder's state dict (DAFormer's and SegFormer's checkpoints): the encoder
+  # under "backbone.", the head under "decode_head.".
+  if model.name != architecture:
+    raise ValueError(f"it is a {model.name}")
+  names, classifier, dropped = _MIT_HEADS[architecture.split("_")[0]]
+  layers = _mit_encoder(model, "backbone.")
+  layers.update(_renamed_layers(model, names))
+  return Layout(layers, frozenset({classifier}), dropped)
+
+
+for _architecture in MIT_GENERATORS:
+  LAYOUTS.register(_architecture)(
+      lambda model, architecture=_architecture: _mit_generator_layout(model, architecture))
+
+# Hugging Face `Segformer*` names (transformers' convert_segformer_original_to_pytorch.py
+# `rename_keys`, encoder_only) -> SegFormer's original ones.
+_HUGGINGFACE_NAMES = (
+    (r"^segformer\.encoder\.patch_embeddings\.(\d)\.proj\.", "patch_embed{0}.proj."),
+    (r"^segformer\.encoder\.patch_embeddings\.(\d)\.layer_norm\.", "patch_embed{0}.norm."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.layer_norm_(\d)\.", "block{0}.{1}.norm{2}."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.attention\.self\.query\.", "block{0}.{1}.attn.q."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.attention\.self\.kv\.", "block{0}.{1}.attn.kv."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.attention\.self\.sr\.", "block{0}.{1}.attn.sr."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.attention\.self\.layer_norm\.",
+     "block{0}.{1}.attn.norm."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.attention\.output\.dense\.",
+     "block{0}.{1}.attn.proj."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.mlp\.dense(\d)\.", "block{0}.{1}.mlp.fc{2}."),
+    (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.mlp\.dwconv\.dwconv\.",
+     "block{0}.{1}.mlp.dwconv.dwconv."),
+    (r"^segformer\.encoder\.layer_norm\.(\d)\.", "norm{0}."),
+    (r"^classifier\.", "head."),
+)
+_HUGGINGFACE_KEY = re.compile(r"^(.*\.attention\.self\.)key\.(weight|bias)$")
+
+
+def _merge_keys_and_values(state: dict) -> dict:
+  """Hugging Face splits SegFormer's `kv` Linear into `key` (the first half of its outputs) and
+  `value` (read_in_k_v); rejoins each complete pair as `kv`, leaving the others as they are."""
+  merged = dict(state)
+  for key in state:
+    match = _HUGGINGFACE_KEY.match(key)
+    value_key = match and f"{match[1]}value.{match[2]}"
+    if match and value_key in state:
+      merged[f"{match[1]}kv.{match[2]}"] = np.concatenate(
+          [merged.pop(key), merged.pop(value_key)], axis=0)
+  return merged
+
+
+def _rename_key(key: str) -> str:
+  for pattern, replacement in _HUGGINGFACE_NAMES:
+    match = re.match(pattern, key)
+    if match:
+      groups = list(match.groups())
+      if groups:  # The first is Hugging Face's 0-based stage; SegFormer counts from 1.
+        groups[0] = str(int(groups[0]) + 1)
+      return replacement.format(*groups) + key[match.end():]
+  return key
+
+
+def huggingface_to_segformer(state: dict) -> dict:
+  """Renames a Hugging Face `nvidia/mit-bX` state dict to SegFormer's `mit_bX.pth` names.
+
+  Args:
+    state: PyTorch key -> array; SegFormer-named entries pass through unchanged.
+
+  Returns:
+    The renamed state dict; keys it does not know keep their names.
+  """
+  return {_rename_key(key): value for key, value in _merge_keys_and_values(state).items()}
+
+
+@LAYOUTS.register("mit_imagenet")
+def _mit_imagenet_layout(model: keras.Model) -> Layout:
+  # The ImageNet-1k MiT checkpoints: SegFormer's mit_b0.pth ... mit_b5.pth (the encoder's own
+  # names, plus the classifier `head`) or Hugging Face's nvidia/mit-b0 ... mit-b5 (.bin or
+  # .safetensors, renamed first). The generator's head keeps its fresh initialisation, as
+  # DAFormer's (its `init_weights` loads the file into the backbone only, strict=False).
+  return Layout(_mit_encoder(model), dropped={"head": "the ImageNet classifier"},
+                rename=huggingface_to_segformer)
 
 
 def normalise_keys(state_dict: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list]:
@@ -312,9 +501,13 @@ def _fitting_layouts(model: keras.Model, state: Mapping[str, np.ndarray]) -> lis
       mapping = apply_layout(model, name)
     except ValueError:  # The layout is for another kind of model.
       continue
-    if not _plan(mapping, state)[2]:
+    if not _plan(mapping, _renamed(mapping, state))[2]:
       fitting.append(name)
   return fitting
+
+
+def _renamed(mapping: Layout, state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+  return mapping.rename(dict(state)) if mapping.rename else state
 
 
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
@@ -325,7 +518,8 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
     model: A model that the layout fits, with the checkpoint's blocks and widths.
     state_dict: PyTorch key -> array (`torch_checkpoint.load_state_dict`).
     layout: A registered layout name: the checkpoint's model registry name, or
-      "deeplab_resnet_init" for the DeepLab-v2 init files.
+      "deeplab_resnet_init" for the DeepLab-v2 init files, "mit_imagenet" for the ImageNet MiT
+      encoders.
 
   Returns:
     An `ImportReport`.
@@ -335,7 +529,8 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
       would fit; nothing is assigned then.
   """
   state, ignored = normalise_keys(state_dict)
-  assignments, skipped, problems = _plan(apply_layout(model, layout), state)
+  mapping = apply_layout(model, layout)
+  assignments, skipped, problems = _plan(mapping, _renamed(mapping, state))
   if problems:
     fitting = _fitting_layouts(model, state)
     hint = f"; it fits layout {', '.join(fitting)}" if fitting else ""
@@ -355,7 +550,7 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
 
 def import_torch_checkpoint(path: str, architecture: str, layout: str | None = None,
                             **model_options) -> tuple[keras.Model, ImportReport]:
-  """Builds `architecture` and loads a `.pth` file into it.
+  """Builds `architecture` and loads a PyTorch checkpoint (`.pth`, `.bin`, `.safetensors`) into it.
 
   Args:
     path: The PyTorch checkpoint.

@@ -14,6 +14,7 @@ which read manifests, are in `tfdaseg.training.inputs`).
 """
 
 import dataclasses
+import inspect
 
 from absl import flags
 
@@ -43,13 +44,14 @@ class ModelConfig:
     bn_mode: BatchNorm behaviour in training (`tfdaseg.models.batch_norm`).
     aspp_compat: Classifier-head variant.
     model_options: Further build options.
-    init_weights: Local ImageNet .h5 for the backbone.
+    init_weights: Local ImageNet weights for the backbone (.h5; .pth/.bin/.safetensors for MiT).
     restore_from: A .keras generator whose weights initialise the generator.
   """
 
   model: str = field("deeplab_v2_resnet101_multi", "Generator (tfdaseg.models registry); "
                      "reference: deeplab_v2_resnet101_multi (multi-level), "
-                     "deeplab_v2_resnet101_single, deeplab_v2_vgg16.")
+                     "deeplab_v2_resnet101_single, deeplab_v2_vgg16; DAFormer: daformer_mit_b5 "
+                     "(also b0-b4, and segformer_mit_b0-b5).")
   blocks: tuple[int, ...] | None = field(None, "Bottlenecks per ResNet stage; reference 3,4,23,3 "
                                          "(ResNet-101); 1,1,1,1 for tiny models. Default: the "
                                          "model's.")
@@ -64,7 +66,9 @@ class ModelConfig:
                            choices=("adaptsegnet", "full"))
   model_options: dict = field({}, "JSON dict of further generator build options.")
   init_weights: str | None = field(None, "Local ImageNet .h5 (keras.applications layout) to "
-                                   "initialise the backbone.")
+                                   "initialise the backbone; for the MiT generators, the ImageNet "
+                                   "MiT encoder (mit_bX.pth, or Hugging Face's .bin / "
+                                   ".safetensors).")
   restore_from: str | None = field(None, "A .keras generator (e.g. imported from a PyTorch "
                                    "checkpoint) whose weights initialise the generator.")
 
@@ -213,9 +217,12 @@ class TrainConfig:
     return target.size if target else next(iter(self.streams.values())).size
 
   def generator_options(self) -> dict:
-    """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`)."""
-    options = {"num_classes": self.model_class_set.num_classes,
-               "bn_mode": self.model.bn_mode, "aspp_compat": self.model.aspp_compat}
+    """Build options of the generator (`tfdaseg.models.build(self.model.model, **options)`);
+    --aspp_compat only for generators with DeepLab-v2 heads (it has a default, so it cannot say
+    whether it was given)."""
+    options = {"num_classes": self.model_class_set.num_classes, "bn_mode": self.model.bn_mode}
+    if "aspp_compat" in inspect.signature(models.MODELS.get(self.model.model)).parameters:
+      options["aspp_compat"] = self.model.aspp_compat
     if self.model.blocks is not None:
       options["blocks"] = self.model.blocks
     if self.model.base_width is not None:

@@ -293,7 +293,8 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
                          head_variables: Sequence, config: OptimizationConfig,
                          head_lr_multiplier: float, precision: str = "none",
                          jit_compile: bool = False, random_seed: int = 0,
-                         network_builder: NetworkBuilder = models.build) -> DomainAdaptationModel:
+                         network_builder: NetworkBuilder = models.build,
+                         no_decay_variables: Sequence = ()) -> DomainAdaptationModel:
   """Assembles a `DomainAdaptationModel` with the reference's optimisers; call inside the scope.
 
   Args:
@@ -309,6 +310,8 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
     jit_compile: XLA for the loss-and-gradient core.
     random_seed: Base of the per-step stateless seeds.
     network_builder: (registry name, **options) -> network, for the method's networks.
+    no_decay_variables: Generator variables the weight decay spares
+      (`tfdaseg.models.no_decay_variables`).
 
   Returns:
     The model, with optimisers built.
@@ -317,7 +320,7 @@ def build_training_model(generator: keras.Model, method: Method, *, num_classes:
   generator_optimizer = with_loss_scaling(optimizers.generator_optimizer(
       config.learning_rate, config.num_steps, config.power, config.momentum,
       config.weight_decay, head_variables, head_lr_multiplier, config.optimizer,
-      config.warmup_steps), precision)
+      config.warmup_steps, no_decay_variables), precision)
   network_optimizers = {
       name: with_loss_scaling(optimizers.network_optimizer(
           spec.optimizer, config.num_steps, config.power, name=f"{name}_optimizer"), precision)

@@ -21,17 +21,21 @@ TORCH_ADAM_EPSILON = 1e-8
 
 
 class MultipliedRates(keras.optimizers.Optimizer):
-  """An optimiser whose variables learn at the base rate times their multiplier (param groups).
+  """An optimiser whose variables learn at the base rate times their multiplier, and are decayed
+  by the weight decay times theirs (mmcv param groups: `lr_mult`, `decay_mult`).
 
   Args:
     learning_rate: A float or a `LearningRateSchedule`.
     lr_multipliers: Variable path -> learning-rate multiplier; other variables use 1.
+    decay_multipliers: Variable path -> weight-decay multiplier; other variables use 1.
     **kwargs: Base `keras.optimizers.Optimizer` arguments.
   """
 
-  def __init__(self, learning_rate, lr_multipliers: Mapping[str, float] | None = None, **kwargs):
+  def __init__(self, learning_rate, lr_multipliers: Mapping[str, float] | None = None,
+               decay_multipliers: Mapping[str, float] | None = None, **kwargs):
     super().__init__(learning_rate=learning_rate, **kwargs)
     self.lr_multipliers = dict(lr_multipliers or {})
+    self.decay_multipliers = dict(decay_multipliers or {})
 
   def build(self, variables):
     super().build(variables)
@@ -39,10 +43,13 @@ class MultipliedRates(keras.optimizers.Optimizer):
     if len(set(paths)) != len(paths):
       raise ValueError(f"{type(self).__name__} needs unique variable paths to assign "
                        "learning-rate multipliers")
-    unknown = sorted(set(self.lr_multipliers) - set(paths))
-    if unknown:
-      raise ValueError(f"lr_multipliers name variables the optimiser does not train: {unknown}")
+    for name, multipliers in (("lr_multipliers", self.lr_multipliers),
+                              ("decay_multipliers", self.decay_multipliers)):
+      unknown = sorted(set(multipliers) - set(paths))
+      if unknown:
+        raise ValueError(f"{name} name variables the optimiser does not train: {unknown}")
     self._multipliers = [self.lr_multipliers.get(path, 1.0) for path in paths]
+    self._decay_multipliers = [self.decay_multipliers.get(path, 1.0) for path in paths]
 
   def _index_and_rate(self, variable, learning_rate) -> tuple:
     """(the variable's index, its learning rate: the base rate times its multiplier)."""
@@ -52,6 +59,7 @@ class MultipliedRates(keras.optimizers.Optimizer):
   def get_config(self) -> dict:
     config = super().get_config()
     config["lr_multipliers"] = dict(self.lr_multipliers)
+    config["decay_multipliers"] = dict(self.decay_multipliers)
     return config
 
 
@@ -68,6 +76,7 @@ class TorchSGD(MultipliedRates):
     l2_weight_decay: Coefficient of the L2 term added to the gradient (reference 5e-4).
     lr_multipliers: Variable path -> learning-rate multiplier (the reference's 10x heads);
       other variables use 1.
+    decay_multipliers: Variable path -> multiplier of `l2_weight_decay`; other variables use 1.
     name: Optimiser name.
     **kwargs: Base `keras.optimizers.Optimizer` arguments (not `weight_decay`, which is
       Keras' decoupled decay).
@@ -81,12 +90,13 @@ class TorchSGD(MultipliedRates):
   """
 
   def __init__(self, learning_rate=0.01, momentum: float = 0.9, l2_weight_decay: float = 0.0,
-               lr_multipliers: Mapping[str, float] | None = None, name: str = "torch_sgd",
+               lr_multipliers: Mapping[str, float] | None = None,
+               decay_multipliers: Mapping[str, float] | None = None, name: str = "torch_sgd",
                **kwargs):
     if kwargs.get("weight_decay"):
       raise ValueError("TorchSGD applies L2 decay itself: pass l2_weight_decay, not weight_decay")
-    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
-                     **kwargs)
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers,
+                     decay_multipliers=decay_multipliers, name=name, **kwargs)
     self.momentum = float(momentum)
     self.l2_weight_decay = float(l2_weight_decay)
 
@@ -99,8 +109,9 @@ class TorchSGD(MultipliedRates):
   def update_step(self, gradient, variable, learning_rate):
     index, learning_rate = self._index_and_rate(variable, learning_rate)
     direction = ops.cast(gradient, variable.dtype)
-    if self.l2_weight_decay:
-      direction = direction + self.l2_weight_decay * variable
+    decay = self.l2_weight_decay * self._decay_multipliers[index]
+    if decay:
+      direction = direction + decay * variable
     buffer = self.momentums[index]
     self.assign(buffer, self.momentum * buffer + direction)
     self.assign_sub(variable, learning_rate * buffer)
@@ -128,18 +139,20 @@ class TorchAdamW(MultipliedRates):
     epsilon: torch's 1e-8.
     decoupled_weight_decay: torch's `weight_decay` (DAFormer 0.01).
     lr_multipliers: Variable path -> learning-rate multiplier; other variables use 1.
+    decay_multipliers: Variable path -> multiplier of the decay; other variables use 1.
     name: Optimiser name.
     **kwargs: Base `keras.optimizers.Optimizer` arguments (not `weight_decay`).
   """
 
   def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                epsilon: float = TORCH_ADAM_EPSILON, decoupled_weight_decay: float = 0.01,
-               lr_multipliers: Mapping[str, float] | None = None, name: str = "torch_adamw",
+               lr_multipliers: Mapping[str, float] | None = None,
+               decay_multipliers: Mapping[str, float] | None = None, name: str = "torch_adamw",
                **kwargs):
     if kwargs.get("weight_decay"):
       raise ValueError("TorchAdamW applies the decay itself: pass decoupled_weight_decay")
-    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers, name=name,
-                     **kwargs)
+    super().__init__(learning_rate=learning_rate, lr_multipliers=lr_multipliers,
+                     decay_multipliers=decay_multipliers, name=name, **kwargs)
     self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
     self.decoupled_weight_decay = float(decoupled_weight_decay)
 
@@ -156,8 +169,9 @@ class TorchAdamW(MultipliedRates):
     # The bias corrections in float64, as torch computes them (Python floats): in float32,
     # 1 - 0.999^t is off by 1e-5 relative at small t.
     step = ops.cast(self.iterations + 1, "float64")
-    if self.decoupled_weight_decay:
-      self.assign(variable, variable * (1.0 - rate * self.decoupled_weight_decay))
+    decay = self.decoupled_weight_decay * self._decay_multipliers[index]
+    if decay:
+      self.assign(variable, variable * (1.0 - rate * decay))
     m, v = self.momentums[index], self.velocities[index]
     self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
     self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(gradient))
@@ -175,20 +189,24 @@ class TorchAdamW(MultipliedRates):
 
 
 def _generator_sgd(schedule, weight_decay: float, momentum: float,
-                   lr_multipliers: Mapping[str, float]) -> TorchSGD:
+                   lr_multipliers: Mapping[str, float],
+                   decay_multipliers: Mapping[str, float]) -> TorchSGD:
   return TorchSGD(schedule, momentum=momentum, l2_weight_decay=weight_decay,
-                  lr_multipliers=lr_multipliers, name="generator_sgd")
+                  lr_multipliers=lr_multipliers, decay_multipliers=decay_multipliers,
+                  name="generator_sgd")
 
 
 def _generator_adamw(schedule, weight_decay: float, momentum: float,
-                     lr_multipliers: Mapping[str, float]) -> TorchAdamW:
+                     lr_multipliers: Mapping[str, float],
+                     decay_multipliers: Mapping[str, float]) -> TorchAdamW:
   # DAFormer configs/_base_/schedules/adamw.py: betas (0.9, 0.999); momentum is SGD's only.
   del momentum
   return TorchAdamW(schedule, decoupled_weight_decay=weight_decay, lr_multipliers=lr_multipliers,
-                    name="generator_adamw")
+                    decay_multipliers=decay_multipliers, name="generator_adamw")
 
 
-# --optimizer -> (schedule, weight decay, momentum, lr multipliers) -> the generator's optimiser.
+# --optimizer -> (schedule, weight decay, momentum, lr multipliers, decay multipliers) -> the
+# generator's optimiser.
 GENERATOR_OPTIMIZERS: Registry = Registry("generator optimizer")
 GENERATOR_OPTIMIZERS.register("sgd")(_generator_sgd)
 GENERATOR_OPTIMIZERS.register("adamw")(_generator_adamw)
@@ -197,7 +215,8 @@ GENERATOR_OPTIMIZERS.register("adamw")(_generator_adamw)
 def generator_optimizer(learning_rate: float, num_steps: int, power: float, momentum: float,
                         weight_decay: float, head_variables: Sequence,
                         head_lr_multiplier: float = 10.0, optimizer: str = "sgd",
-                        warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+                        warmup_steps: int = 0,
+                        no_decay_variables: Sequence = ()) -> keras.optimizers.Optimizer:
   """The generator's optimiser: poly-decayed TorchSGD (the reference) or TorchAdamW, heads at 10x.
 
   Args:
@@ -210,13 +229,16 @@ def generator_optimizer(learning_rate: float, num_steps: int, power: float, mome
     head_lr_multiplier: The heads' learning-rate factor (the reference's 10x param group).
     optimizer: "sgd" or "adamw" (`GENERATOR_OPTIMIZERS`).
     warmup_steps: Linear warm-up length (0: none; DAFormer 1500).
+    no_decay_variables: Variables never decayed (`tfdaseg.models.no_decay_variables`: DAFormer's
+      encoder norms).
 
   Returns:
     The optimiser (not built).
   """
   schedule = PolyDecay(learning_rate, num_steps, power, warmup_steps=warmup_steps)
   return GENERATOR_OPTIMIZERS.get(optimizer)(
-      schedule, weight_decay, momentum, {v.path: head_lr_multiplier for v in head_variables})
+      schedule, weight_decay, momentum, {v.path: head_lr_multiplier for v in head_variables},
+      {v.path: 0.0 for v in no_decay_variables})
 
 
 def adam(learning_rate, name: str, beta_1: float = 0.9, beta_2: float = 0.999

@@ -102,6 +102,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
           generator, method, num_classes=config.model_class_set.num_classes,
           head_variables=models.split_head_variables(generator)[1],
           head_lr_multiplier=models.head_learning_rate_multiplier(generator),
+          no_decay_variables=models.no_decay_variables(generator),
           config=config.optimization, precision=runtime.mixed_precision,
           jit_compile=resolve_xla(runtime.xla, strategy), random_seed=config.loop.random_seed)
     except (TypeError, ValueError) as e:
