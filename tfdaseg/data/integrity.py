@@ -97,7 +97,7 @@ def listed_shards(files: Sequence[str]) -> list[ListedShard]:
   return listed
 
 
-def _open_unbuffered(path: str) -> BinaryIO:
+def open_unbuffered(path: str) -> BinaryIO:
   """Opens a file for small reads at many offsets.
 
   A local file is read without a buffer: tf.io.gfile refills its 512 KiB buffer after every
@@ -124,7 +124,7 @@ def count_records(path: str) -> int:
   """
   size = tf.io.gfile.stat(path).length
   count, offset = 0, 0
-  with _open_unbuffered(path) as f:
+  with open_unbuffered(path) as f:
     while offset < size:
       if size - offset < _HEADER_BYTES:
         raise ValueError(f"{path}: truncated: {size - offset} bytes after record {count} at "

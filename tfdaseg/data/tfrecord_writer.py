@@ -13,7 +13,8 @@ The shared half of every conversion (a converter only lists pairs and reads labe
     skips completed shards; an interrupted run's temporary files are deleted on the next run;
   * the manifest `{dataset}-{split}.json` (count, shards with their record counts and sizes,
     class space, per-class pixel counts, skipped files, shuffle seed) is written last,
-    atomically, followed by the folder's TFDS metadata.
+    atomically, followed by a labelled split's per-image class statistics
+    (`tfdaseg.data.class_stats`, for rare class sampling) and the folder's TFDS metadata.
 """
 
 import concurrent.futures
@@ -32,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfdaseg.data import record_encoder
+from tfdaseg.data import class_stats, record_encoder
 from tfdaseg.data import shards
 from tfdaseg.data import tfds_metadata
 from tfdaseg.data.converters.base import Converter, SourcePair
@@ -158,8 +159,9 @@ def _write_shard(path: str, results: Iterator, count: int, stats: _ShardStats,
 
 def _remove_split(output_dir: str, dataset: str, split: str) -> None:
   paths = tf.io.gfile.glob(shards.shard_glob(output_dir, dataset, split))
-  paths += [shards.manifest_path(output_dir, dataset, split),
-            shards.progress_path(output_dir, dataset, split)]
+  manifest_file = shards.manifest_path(output_dir, dataset, split)
+  paths += [manifest_file, shards.progress_path(output_dir, dataset, split),
+            class_stats.class_stats_path(manifest_file)]
   for path in paths:
     if tf.io.gfile.exists(path):
       tf.io.gfile.remove(path)
@@ -354,6 +356,8 @@ def write_split(converter: Converter, dataset: str, split: str, output_dir: str,
                        seed)
   atomic_write_json(manifest_file, manifest)
   tf.io.gfile.remove(progress_file)
+  if labelled:
+    class_stats.compute_class_stats(shards.shard_glob(output_dir, dataset, split))
   elapsed = time.monotonic() - start
   converted = len(pairs) - already
   logging.info("%s: %d images in %d shards (%d skipped); %d converted in %.1f s (%.1f images/s, "

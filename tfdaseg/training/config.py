@@ -20,6 +20,7 @@ from absl import flags
 
 from tfdaseg import methods, models
 from tfdaseg.data import labels
+from tfdaseg.data.rare_class_sampling import RareClassSampling
 from tfdaseg.data.resizing import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from tfdaseg.models.batch_norm import BN_MODES
 from tfdaseg.training import inputs, labelled_target
@@ -130,7 +131,8 @@ class RuntimeConfig:
 # Sections whose flags are generated from their fields (name on TrainConfig -> class).
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optimization": OptimizationConfig,
             "loop": LoopConfig, "runtime": RuntimeConfig,
-            "labelled_target": labelled_target.LabelledTargetConfig}
+            "labelled_target": labelled_target.LabelledTargetConfig,
+            "rare_class_sampling": RareClassSampling}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -162,6 +164,7 @@ class TrainConfig:
     loop: Periods, stop step, seed.
     runtime: Strategy, XLA, precision, determinism.
     labelled_target: Which target images the labelled target streams read.
+    rare_class_sampling: Whether (and how) the source stream is drawn by rare class sampling.
   """
 
   model_dir: str | None
@@ -174,6 +177,7 @@ class TrainConfig:
   loop: LoopConfig
   runtime: RuntimeConfig
   labelled_target: labelled_target.LabelledTargetConfig
+  rare_class_sampling: RareClassSampling
 
   @classmethod
   def from_flags(cls, fv: flags.FlagValues) -> "TrainConfig":

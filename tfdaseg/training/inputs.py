@@ -23,7 +23,8 @@ import tensorflow as tf
 from absl import flags
 
 from tfdaseg import methods
-from tfdaseg.data import integrity, labels, pipeline
+from tfdaseg.data import class_stats, integrity, labels, pipeline
+from tfdaseg.data.rare_class_sampling import RareClassSampling, make_rare_class_dataset
 from tfdaseg.data.augment import AugmentConfig
 from tfdaseg.data.resizing import DEFAULT_INTERPOLATION
 from tfdaseg.methods import SOURCE, TARGET, Method
@@ -59,6 +60,8 @@ class StreamConfig:
     pattern_flag: The flag its pattern came from ("" : its own `--{name}_train`).
     filenames: Reads only (or all but) these images of the split (None: all).
     aligned_with: The stream it is read in lockstep with (`StreamSpec.aligned_with`), or None.
+    rare_class_sampling: Draw it by rare class sampling with these settings (None: read the
+      split in shuffled order).
   """
 
   name: str
@@ -72,6 +75,7 @@ class StreamConfig:
   pattern_flag: str = ""
   filenames: pipeline.FilenameFilter | None = None
   aligned_with: str | None = None
+  rare_class_sampling: RareClassSampling | None = None
 
   @property
   def output_size(self) -> tuple[int, int]:
@@ -273,6 +277,34 @@ def check_streams(streams: Mapping[str, StreamConfig]) -> None:
           "tools/make_transformed_dataset.py")
 
 
+def apply_rare_class_sampling(streams: Mapping[str, StreamConfig],
+                              options: RareClassSampling) -> dict[str, StreamConfig]:
+  """The streams with the source stream drawn by rare class sampling, if `options.enabled`.
+
+  DAFormer samples the source images only (mmseg/datasets/uda_dataset.py: the target image of
+  an element is drawn uniformly).
+
+  Raises:
+    DataError: naming the flag, for a method without a source stream, a source stream read in
+      lockstep with another, or a split whose class statistics are missing or stale.
+  """
+  if not options.enabled:
+    return dict(streams)
+  source = streams.get(SOURCE)
+  if source is None:
+    raise DataError(f"--rare_class_sampling: the method reads no {SOURCE} stream")
+  if source.aligned_with or any(s.aligned_with == SOURCE for s in streams.values()):
+    raise DataError("--rare_class_sampling: the source stream is read in lockstep with another "
+                    "stream, which rare class sampling cannot draw alike")
+  if source.filenames is not None:
+    raise DataError("--rare_class_sampling: the source stream reads a list of images only")
+  try:
+    class_stats.read_class_stats(source.pattern)
+  except (FileNotFoundError, ValueError) as e:
+    raise DataError(f"--{source.flag}={source.pattern}: {e}") from None
+  return {**streams, SOURCE: dataclasses.replace(source, rare_class_sampling=options)}
+
+
 def training_dataset_fn(streams: Mapping[str, StreamConfig],
                         interpolation: str = DEFAULT_INTERPOLATION) -> DatasetFn:
   """A `DatasetFn`: every stream at its size and global batch size, zipped; images resized with
@@ -293,14 +325,21 @@ def training_dataset_fn(streams: Mapping[str, StreamConfig],
   def unpack(grouped: dict) -> dict:
     return {name: grouped[places[name][0]][places[name][1]] for name in streams}
 
+  def read(leader: StreamConfig, members: list[str], context: tf.distribute.InputContext,
+           seed: int) -> tf.data.Dataset:
+    if leader.rare_class_sampling is not None:
+      return make_rare_class_dataset(
+          leader.pattern, parser(leader), batch_size=leader.batch_size, seed=seed,
+          options=leader.rare_class_sampling, input_context=context).map(lambda b: (b,))
+    return pipeline.make_aligned_dataset(
+        [streams[member].pattern for member in members],
+        [parser(streams[member]) for member in members], batch_size=leader.batch_size,
+        training=True, seed=seed, input_context=context, filenames=leader.filenames)
+
   def build(context: tf.distribute.InputContext, seed: int) -> tf.data.Dataset:
     order = list(streams)
-    grouped = {leader: pipeline.make_aligned_dataset(
-        [streams[member].pattern for member in members],
-        [parser(streams[member]) for member in members], batch_size=streams[leader].batch_size,
-        training=True, seed=seed + order.index(leader), input_context=context,
-        filenames=streams[leader].filenames)
-        for leader, members in groups.items()}
+    grouped = {leader: read(streams[leader], members, context, seed + order.index(leader))
+               for leader, members in groups.items()}
     return tf.data.Dataset.zip(grouped).map(unpack)
 
   return build

@@ -88,6 +88,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
   streams = labelled_target.apply(config.streams, config.labelled_target,
                                   seed=config.loop.random_seed, model_dir=config.model_dir,
                                   write=is_chief(strategy))
+  streams = inputs.apply_rare_class_sampling(streams, config.rare_class_sampling)
   validator = None
   if config.loop.eval_every:
     validator = Validator(

@@ -1,0 +1,151 @@
+"""Per-image class statistics of a converted split: where each record is and which classes it shows.
+
+DAFormer's rare class sampling needs, for every source image, the pixels of each class
+(DAFormer tools/convert_datasets/gta.py writes them as `sample_class_stats.json`). Here they
+sit next to the split's manifest, in `{dataset}-{split}-class_stats.json`:
+
+  {"format": ..., "fingerprint": <the manifest's>, "class_space": ..., "shards": [names],
+   "records": [[shard index, byte offset, byte length, {storage id: pixels}], ...]}
+
+in shard and record order, one entry per record. The byte offset and length of each record
+let a sampler read one record of a large split without reading the records before it
+(`tfdaseg.data.rare_class_sampling`). The converter writes the file for every labelled split;
+`python tools/compute_class_stats.py --data=PATTERN` writes it for an older conversion.
+Counts are of the stored label (the converter's storage ids, at the stored size), as
+DAFormer counts the full-resolution label.
+"""
+
+import io
+import os
+import struct
+import time
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from PIL import Image
+
+from tfdaseg.data import integrity, labels, schema, shards
+from tfdaseg.utils.files import atomic_write_json, read_json
+
+CLASS_STATS_FORMAT = "tfdaseg-class-stats-v1"
+# TFRecord framing: 8-byte length and 4-byte CRC before the data, 4-byte CRC after it
+# (tensorflow/core/lib/io/record_writer.cc).
+RECORD_HEADER_BYTES, _FOOTER_BYTES = 12, 4
+
+
+def class_stats_path(manifest_file: str) -> str:
+  """The statistics file of the split whose manifest is `manifest_file`."""
+  return manifest_file[:-len(".json")] + "-class_stats.json"
+
+
+def _records(path: str):
+  """Yields (offset, data) of every record of a TFRecord file, data unchecked."""
+  with integrity.open_unbuffered(path) as f:
+    offset = 0
+    while True:
+      header = f.read(RECORD_HEADER_BYTES)
+      if not header:
+        return
+      if len(header) < RECORD_HEADER_BYTES:
+        raise ValueError(f"{path}: truncated record header at offset {offset}")
+      length = struct.unpack("<Q", header[:8])[0]
+      data = f.read(length)
+      f.read(_FOOTER_BYTES)
+      if len(data) < length:
+        raise ValueError(f"{path}: truncated record at offset {offset}")
+      yield offset, data
+      offset += RECORD_HEADER_BYTES + length + _FOOTER_BYTES
+
+
+def label_pixels(serialized: bytes, source: str) -> dict[str, int]:
+  """Pixels per storage id (ignore excluded) of one serialized record's label.
+
+  Args:
+    serialized: A record written by the converters.
+    source: Where it is (for messages).
+
+  Returns:
+    {storage id as a string: pixels}, ids with no pixel left out (as DAFormer's statistics).
+
+  Raises:
+    ValueError: naming `source` for a record without a label.
+  """
+  feature = tf.train.Example.FromString(serialized).features.feature
+  encoded = feature[schema.LABEL_ENCODED].bytes_list.value
+  if not encoded or not encoded[0]:
+    raise ValueError(f"{source}: the record has no label (a split converted with --unlabeled)")
+  label = np.asarray(Image.open(io.BytesIO(encoded[0])))
+  counts = np.bincount(label.ravel(), minlength=256)
+  counts[labels.IGNORE_ID] = 0
+  return {str(i): int(counts[i]) for i in np.nonzero(counts)[0]}
+
+
+def compute_class_stats(file_pattern: str | Sequence[str]) -> str:
+  """Reads every label of a split and writes its statistics file next to its manifest.
+
+  Args:
+    file_pattern: The split's shards.
+
+  Returns:
+    The path written.
+
+  Raises:
+    FileNotFoundError: when nothing matches or the manifest is missing.
+    ValueError: for shards of several splits, a file its manifest does not list, a truncated
+      record or an unlabelled record.
+  """
+  files = shards.match_files(file_pattern)
+  manifest_files = sorted({shards.manifest_path_for_shard(f) for f in files})
+  if len(manifest_files) > 1:
+    raise ValueError(f"{file_pattern!r} matches shards of several splits: {manifest_files}")
+  manifest_file = manifest_files[0]
+  manifest = read_json(manifest_file)
+  folder = os.path.dirname(manifest_file)
+  records, start = [], time.monotonic()
+  for index, name in enumerate(manifest["shards"]):
+    path = os.path.join(folder, name)
+    for offset, data in _records(path):
+      records.append([index, offset, len(data), label_pixels(data, f"{path}@{offset}")])
+    logging.info("%s: %d of %d shards, %d records (%.1f records/s)", manifest_file, index + 1,
+                 len(manifest["shards"]), len(records),
+                 len(records) / max(time.monotonic() - start, 1e-9))
+  if len(records) != manifest["count"]:
+    raise ValueError(f"{manifest_file}: the shards hold {len(records)} records, the manifest "
+                     f"lists {manifest['count']}")
+  output = class_stats_path(manifest_file)
+  atomic_write_json(output, {"format": CLASS_STATS_FORMAT, "fingerprint": manifest["fingerprint"],
+                             "class_space": manifest["class_space"],
+                             "shards": manifest["shards"], "records": records})
+  return output
+
+
+def read_class_stats(file_pattern: str | Sequence[str]) -> tuple[dict, list[str]]:
+  """The statistics of a split, checked against its manifest.
+
+  Args:
+    file_pattern: The split's shards.
+
+  Returns:
+    (the statistics, the shard paths in their order).
+
+  Raises:
+    FileNotFoundError: naming the statistics file and the command that writes it, when missing.
+    ValueError: naming the file, when it belongs to another conversion of the split.
+  """
+  manifest_file = shards.manifest_path_for_shard(shards.match_files(file_pattern)[0])
+  path = class_stats_path(manifest_file)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path}: no class statistics for this split (converted before "
+                            "they were recorded); write them with `python "
+                            f"tools/compute_class_stats.py --data={file_pattern}`")
+  stats = read_json(path)
+  manifest = read_json(manifest_file)
+  if stats.get("format") != CLASS_STATS_FORMAT or stats.get("fingerprint") != manifest[
+      "fingerprint"]:
+    raise ValueError(f"{path}: not the statistics of the conversion in {manifest_file} (another "
+                     "conversion of the split?); write them again with `python "
+                     f"tools/compute_class_stats.py --data={file_pattern}`")
+  folder = os.path.dirname(manifest_file)
+  return stats, [os.path.join(folder, name) for name in stats["shards"]]
