@@ -7,7 +7,9 @@ runner), scored at its last step on the target val split by the trainer's valida
 student, as DACS and DAFormer evaluate; `validation.json`). One process saves the start-up of
 TensorFlow per run, which dominates at reduced sizes. Methods:
 source-only, AdaptSegNet (multi-level), DACS, DACS + the thing-class feature distance, DACS +
-MIC. Rare class sampling is not in tfdaseg yet, so the DAFormer-strategies line is DACS + FD only.
+rare class sampling + FD (DAFormer's strategies, without its network), DACS + MIC. RCS's
+min_pixels is DAFormer's 3000 of a 1914x1052 GTA5 label scaled to the stored size (images are
+stored at --size): 3000 * W * H / (1914 * 1052).
 
 The demo trains a small model from scratch: its "ImageNet" copy for the feature distance is the
 random initialisation, so that line measures a pull towards random features, not DAFormer's.
@@ -50,8 +52,13 @@ METHODS = {
     "adaptsegnet": ("configs/demo/adaptsegnet_multi.cfg", []),
     "dacs": ("configs/demo/dacs.cfg", []),
     "dacs_fd": ("configs/demo/dacs.cfg", ["--feature_distance_weight=0.005"]),
+    "dacs_rcs_fd": ("configs/demo/dacs.cfg", ["--rare_class_sampling",
+                                               "--feature_distance_weight=0.005"]),
     "dacs_mic": ("configs/demo/dacs.cfg", ["--mic", "--mic_block_size=8"]),
 }
+# DAFormer's rcs min_pixels (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_...py)
+# over the pixels of a GTA5 label.
+_RCS_MIN_PIXEL_SHARE = 3000 / (1914 * 1052)
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run (keys of METHODS).")
 
 
@@ -81,7 +88,9 @@ def train_and_score(method: str, seed: int, patterns: dict[str, str]) -> float:
                f"--target_val={patterns['target_val']}", f"--eval_every={_STEPS.value}",
                f"--num_steps={_STEPS.value}", f"--num_steps_stop={_STEPS.value}",
                f"--save_pred_every={_STEPS.value}", f"--input_size={width},{height}",
-               f"--input_size_target={width},{height}", "--image_summary_every=0", *extra])
+               f"--input_size_target={width},{height}", "--image_summary_every=0",
+               f"--rcs_min_pixels={round(_RCS_MIN_PIXEL_SHARE * int(width) * int(height))}",
+               *extra])
   runner.run(train_config.TrainConfig.from_flags(flag_values))
   return float(read_json(os.path.join(run_dir, VALIDATION_LOG))["best"]["miou"]) * 100
 
