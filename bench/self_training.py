@@ -38,6 +38,7 @@ from tfdaseg.training import config as train_config  # noqa: E402
 from tfdaseg.training import runner  # noqa: E402
 from tfdaseg.training.validation import VALIDATION_LOG  # noqa: E402
 from tfdaseg.utils.files import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
+from tfdaseg.utils.stages import Stages  # noqa: E402
 
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data and training).")
 _STEPS = flags.DEFINE_integer("steps", 600, "Training steps of every run (the demo's 600).")
@@ -69,7 +70,7 @@ def prepare_data(seed: int) -> dict[str, str]:
                          out=os.path.join(_ROOT.value, f"seed{seed}"))
   scale = {"num_source": source, "num_target_train": target, "num_target_val": val,
            "size": _SIZE.value}
-  stages = run_demo.Stages(folder=os.path.join(paths.out, "stages"), fresh=False)
+  stages = Stages(folder=os.path.join(paths.out, "stages"), fresh=False)
   os.makedirs(stages.folder, exist_ok=True)
   run_demo.make_data(stages, paths, scale, seed)
   return run_demo.convert(stages, paths)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests.helpers import training as helpers
 from tfdaseg.data import class_stats, labels, pipeline
 from tfdaseg.data.in_memory import write_arrays
+from tfdaseg.training import inputs
 from tfdaseg.data.rare_class_sampling import (RareClassSampling, class_pixels,
                                               class_probabilities, make_rare_class_dataset,
                                               sampling_table)
@@ -158,7 +159,7 @@ def test_missing_or_stale_statistics_name_the_file_and_the_tool(tmp_path):
   class_stats.read_class_stats(pattern)
 
 
-def test_train_draws_the_source_by_rare_class_sampling(tmp_path, caplog):
+def test_train_draws_the_source_by_rare_class_sampling(tmp_path, monkeypatch):
   patterns = helpers.write_tiny_tfrecords(str(tmp_path / "data"))
   model_dir = str(tmp_path / "run")
   args = [f"--flagfile={os.path.join(_REPO, 'configs', 'gta5_to_cityscapes', 'dacs.cfg')}",
@@ -166,10 +167,17 @@ def test_train_draws_the_source_by_rare_class_sampling(tmp_path, caplog):
           *helpers.TINY_TRAIN_FLAGS, "--num_steps_stop=2", "--image_summary_every=0",
           "--rare_class_sampling", "--rcs_min_pixels=10",
           '--source_augment={"crop_size": [24, 24]}', '--target_augment={"crop_size": [24, 24]}']
-  with caplog.at_level("INFO"):
-    helpers.run_train_main(*args)
+  drawn = []
+
+  def recording(pattern, parser, **kwargs):
+    drawn.append((pattern, kwargs["options"]))
+    return make_rare_class_dataset(pattern, parser, **kwargs)
+
+  monkeypatch.setattr(inputs, "make_rare_class_dataset", recording)
+  helpers.run_train_main(*args)
   assert os.path.exists(os.path.join(model_dir, "ckpt-2.index"))
-  assert "rare class sampling over 3 images" in caplog.text
+  assert drawn and {pattern for pattern, _ in drawn} == {patterns["source_train"]}
+  assert drawn[0][1] == RareClassSampling(enabled=True, min_pixels=10)
   os.remove(class_stats.class_stats_path(patterns["source_train"].replace("-*.tfrecord", ".json")))
   with pytest.raises(SystemExit, match="--source_train=.*class_stats.json.*compute_class_stats"):
     helpers.run_train_main(*args, f"--model_dir={tmp_path / 'other'}")

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tools import run_demo
+from tfdaseg.utils.stages import Stages
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,7 +57,7 @@ def test_stages_rerun_from_the_first_changed_one(tmp_path):
   config.write_text("--a=1\n")
 
   def run_all(fresh=False, second_argv=()):
-    stages = run_demo.Stages(folder=str(tmp_path / "stages"), fresh=fresh)
+    stages = Stages(folder=str(tmp_path / "stages"), fresh=fresh)
     os.makedirs(stages.folder, exist_ok=True)
     stages.run("first", _stage_command(runs), [str(runs)])
     stages.run("second", [*_stage_command(runs), f"--flagfile={config}", *second_argv],

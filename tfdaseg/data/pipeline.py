@@ -109,6 +109,10 @@ class Parser:
   def __call__(self, decoded: Mapping[str, tf.Tensor],
                seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """Parses one `schema.decode_example` output; `seed` (int [2]) drives augmentation."""
+    return self.finish(self.prepare(decoded), seed)
+
+  def prepare(self, decoded: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The deterministic half: resize and Caffe preprocessing (labels still storage ids)."""
     image, label = decoded["image"], decoded["label"]
     size = _hw(self.image_size)
     if size is not None:
@@ -116,14 +120,20 @@ class Parser:
     label_size = size if self.label_size == SAME else _hw(self.label_size)
     if label_size is not None:
       label = _resize_unless_sized(label, label_size, resize_label, tf.uint8)
-    image = preprocessing.caffe_preprocess(image)
+    return {"image": preprocessing.caffe_preprocess(image), "label": label,
+            "filename": decoded["filename"]}
+
+  def finish(self, prepared: Mapping[str, tf.Tensor],
+             seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """The random half on a `prepare` output: augmentation, then the class-set remap."""
+    image, label = prepared["image"], prepared["label"]
     if self.augment is not None:
       image, label = augment_lib.augment(image, label, seed, self.augment)
     table = tf.constant(self.class_set.storage_to_class_table(), tf.int32)
     return {
         "image": image,
         "label": tf.gather(table, tf.cast(label[..., 0], tf.int32)),
-        "filename": decoded["filename"],
+        "filename": prepared["filename"],
     }
 
 

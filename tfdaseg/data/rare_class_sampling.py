@@ -194,12 +194,14 @@ def make_rare_class_dataset(file_pattern: str, parser, *, batch_size: int, seed:
       return tf.cast(tf.reduce_sum(tf.cast(tf.equal(example["label"], wanted), tf.int64)),
                      tf.float32) > threshold
 
-    first = parser(decoded, seeds[2])
+    # Resized once; only the crop is drawn again.
+    prepared = parser.prepare(decoded)
+    first = parser.finish(prepared, seeds[2])
     if options.min_crop_ratio <= 0 or parser.augment is None:
       return first
 
     def again(j, example):
-      return j + 1, parser(decoded, seeds[3 + j])
+      return j + 1, parser.finish(prepared, seeds[3 + j])
 
     _, example = tf.while_loop(
         lambda j, example: tf.logical_and(j < MAX_RECROPS, tf.logical_not(holds(example))),
