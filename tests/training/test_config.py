@@ -15,9 +15,9 @@ EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
                            "advent", "advent_minent", "ass_100", "ass_200", "ass_500",
-                           "ass_1000", "ass_all", "dacs", "daformer"},
+                           "ass_1000", "ass_all", "dacs", "dacs_daformer", "daformer"},
     "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100", "dacs",
-                              "daformer"},
+                              "dacs_daformer", "daformer"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
     "voc_transformed": {"source_only", "feature_regression", "finetune"},
     "voc": {"supervised", "ts3_strong50", "ts3_strong0"},
@@ -96,6 +96,8 @@ BAD_SETTINGS = {
     "labelled count, no stream": (["--target_labeled_count=5"],
                                   "--method=adaptsegnet reads no labelled target stream"),
     "labelled count 0": (["--method=ass", "--target_labeled_count=0"], "must be >= 1"),
+    "rare class sampling temperature": (["--rare_class_sampling", "--rcs_temperature=0"],
+                                        "rcs_temperature"),
 }
 
 
