@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import training as helpers
-from tfdaseg.data import class_stats, labels, pipeline
+from tfdaseg.data import class_stats, integrity, labels, pipeline
 from tfdaseg.data.in_memory import write_arrays
 from tfdaseg.training import inputs
 from tfdaseg.data.rare_class_sampling import (RareClassSampling, class_pixels,
@@ -111,10 +111,9 @@ def _record_names(stats: dict, paths: list[str]) -> list[str]:
   """The filename of each record of the statistics, read at its offset."""
   names = []
   for shard, offset, length, _ in stats["records"]:
-    with open(paths[shard], "rb") as f:
-      f.seek(offset + class_stats.RECORD_HEADER_BYTES)
-      names.append(tf.train.Example.FromString(f.read(length)).features.feature[
-          "image/filename"].bytes_list.value[0].decode())
+    record = integrity.read_record(paths[shard], offset, length)
+    names.append(tf.train.Example.FromString(record).features.feature[
+        "image/filename"].bytes_list.value[0].decode())
   return names
 
 

@@ -17,7 +17,6 @@ DAFormer counts the full-resolution label.
 
 import io
 import os
-import struct
 import time
 from typing import Sequence
 
@@ -30,33 +29,11 @@ from tfdaseg.data import integrity, labels, schema, shards
 from tfdaseg.utils.files import atomic_write_json, read_json
 
 CLASS_STATS_FORMAT = "tfdaseg-class-stats-v1"
-# TFRecord framing: 8-byte length and 4-byte CRC before the data, 4-byte CRC after it
-# (tensorflow/core/lib/io/record_writer.cc).
-RECORD_HEADER_BYTES, _FOOTER_BYTES = 12, 4
 
 
 def class_stats_path(manifest_file: str) -> str:
   """The statistics file of the split whose manifest is `manifest_file`."""
   return manifest_file[:-len(".json")] + "-class_stats.json"
-
-
-def _records(path: str):
-  """Yields (offset, data) of every record of a TFRecord file, data unchecked."""
-  with integrity.open_unbuffered(path) as f:
-    offset = 0
-    while True:
-      header = f.read(RECORD_HEADER_BYTES)
-      if not header:
-        return
-      if len(header) < RECORD_HEADER_BYTES:
-        raise ValueError(f"{path}: truncated record header at offset {offset}")
-      length = struct.unpack("<Q", header[:8])[0]
-      data = f.read(length)
-      f.read(_FOOTER_BYTES)
-      if len(data) < length:
-        raise ValueError(f"{path}: truncated record at offset {offset}")
-      yield offset, data
-      offset += RECORD_HEADER_BYTES + length + _FOOTER_BYTES
 
 
 def label_pixels(serialized: bytes, source: str) -> dict[str, int]:
@@ -94,7 +71,7 @@ def compute_class_stats(file_pattern: str | Sequence[str]) -> str:
   Raises:
     FileNotFoundError: when nothing matches or the manifest is missing.
     ValueError: for shards of several splits, a file its manifest does not list, a truncated
-      record or an unlabelled record.
+      or corrupt record or an unlabelled record.
   """
   files = shards.match_files(file_pattern)
   manifest_files = sorted({shards.manifest_path_for_shard(f) for f in files})
@@ -106,8 +83,9 @@ def compute_class_stats(file_pattern: str | Sequence[str]) -> str:
   records, start = [], time.monotonic()
   for index, name in enumerate(manifest["shards"]):
     path = os.path.join(folder, name)
-    for offset, data in _records(path):
-      records.append([index, offset, len(data), label_pixels(data, f"{path}@{offset}")])
+    for offset, length in integrity.record_spans(path):
+      data = integrity.read_record(path, offset, length)
+      records.append([index, offset, length, label_pixels(data, f"{path}@{offset}")])
     logging.info("%s: %d of %d shards, %d records (%.1f records/s)", manifest_file, index + 1,
                  len(manifest["shards"]), len(records),
                  len(records) / max(time.monotonic() - start, 1e-9))

@@ -14,7 +14,7 @@ import dataclasses
 import io
 import os
 import struct
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import tensorflow as tf
 
@@ -23,7 +23,7 @@ from tfdaseg.utils.files import read_json
 
 # A record starts with its length (uint64) and the masked CRC-32C of those 8 bytes (uint32)
 # and ends with the masked CRC-32C of its data (uint32).
-_HEADER_BYTES = 12
+RECORD_HEADER_BYTES = 12
 _FOOTER_BYTES = 4
 _CRC_MASK_DELTA = 0xA282EAD8
 _CASTAGNOLI = 0x82F63B78
@@ -109,14 +109,14 @@ def open_unbuffered(path: str) -> BinaryIO:
   return io.FileIO(path, "rb")
 
 
-def count_records(path: str) -> int:
-  """Counts a TFRecord file's records from their headers, without reading their data.
+def record_spans(path: str) -> Iterator[tuple[int, int]]:
+  """The (byte offset, data length) of each record of a TFRecord file, from its headers alone.
 
   Args:
     path: The file.
 
-  Returns:
-    The number of records.
+  Yields:
+    (offset of the record's header, length of its data), in file order.
 
   Raises:
     ValueError: naming the file and the byte offset where it is truncated or a record
@@ -126,21 +126,45 @@ def count_records(path: str) -> int:
   count, offset = 0, 0
   with open_unbuffered(path) as f:
     while offset < size:
-      if size - offset < _HEADER_BYTES:
+      if size - offset < RECORD_HEADER_BYTES:
         raise ValueError(f"{path}: truncated: {size - offset} bytes after record {count} at "
                          f"offset {offset}, less than a record header")
       f.seek(offset)
-      header = f.read(_HEADER_BYTES)
+      header = f.read(RECORD_HEADER_BYTES)
       length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
       if masked_crc32c(length_bytes) != crc:
         raise ValueError(f"{path}: corrupt: the header of record {count} at offset {offset} "
                          "fails its checksum")
-      end = offset + _HEADER_BYTES + struct.unpack("<Q", length_bytes)[0] + _FOOTER_BYTES
+      length = struct.unpack("<Q", length_bytes)[0]
+      end = offset + RECORD_HEADER_BYTES + length + _FOOTER_BYTES
       if end > size:
         raise ValueError(f"{path}: truncated: record {count} at offset {offset} needs "
                          f"{end - offset} bytes, the file ends after {size - offset}")
+      yield offset, length
       count, offset = count + 1, end
-  return count
+
+
+def count_records(path: str) -> int:
+  """Counts a TFRecord file's records from their headers, without reading their data.
+
+  Raises:
+    ValueError: as `record_spans`.
+  """
+  return sum(1 for _ in record_spans(path))
+
+
+def read_record(path: str, offset: int, length: int) -> bytes:
+  """The data of the record whose header is at `offset` (a span of `record_spans`).
+
+  Raises:
+    ValueError: naming the file, when it ends before the record does.
+  """
+  with open_unbuffered(path) as f:
+    f.seek(offset + RECORD_HEADER_BYTES)
+    data = f.read(length)
+  if len(data) != length:
+    raise ValueError(f"{path}: truncated record at offset {offset}")
+  return data
 
 
 def _shard_problem(shard: ListedShard) -> str | None:

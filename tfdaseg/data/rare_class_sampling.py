@@ -134,12 +134,7 @@ def sampling_table(counts: np.ndarray, options: RareClassSampling,
 
 
 def _read_record(path: bytes, offset: np.int64, length: np.int64) -> bytes:
-  with integrity.open_unbuffered(path.decode()) as f:
-    f.seek(int(offset) + class_stats.RECORD_HEADER_BYTES)
-    data = f.read(int(length))
-  if len(data) != length:
-    raise ValueError(f"{path.decode()}: truncated record at offset {int(offset)}")
-  return data
+  return integrity.read_record(path.decode(), int(offset), int(length))
 
 
 def make_rare_class_dataset(file_pattern: str, parser, *, batch_size: int, seed: int,
