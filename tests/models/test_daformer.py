@@ -11,7 +11,7 @@ import tfdaseg.models
 from tests.helpers import methods as method_helpers
 from tests.helpers import models as model_helpers
 from tests.helpers import training as training_helpers
-from tfdaseg.models.dropout import ChannelDropout, DropPath, without_dropout
+from tfdaseg.models.dropout import ChannelDropout, DropPath, without_training_randomness
 from tfdaseg.models.mix_transformer import MIT_CONFIGS, MixAttention, MitConfig, drop_path_rates
 
 
@@ -85,7 +85,7 @@ def test_dropout_draws_follow_the_input_and_teachers_have_none():
       "logits"], rtol=1e-3)
   stochastic = [layer for layer in model.layers if isinstance(layer, (DropPath, ChannelDropout))]
   assert len(stochastic) == 2 * 5 + 1
-  without_dropout(model)
+  without_training_randomness(model)
   np.testing.assert_allclose(model(x, training=True)["logits"], evaluation, rtol=1e-6,
                              atol=1e-6)
 

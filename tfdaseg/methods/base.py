@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
-from tfdaseg.models.dropout import without_dropout
+from tfdaseg.models.dropout import without_training_randomness
 from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
@@ -41,10 +41,17 @@ class MethodConfig:
 
   Args:
     lambda_seg: Weight of the auxiliary head's cross-entropy (reference 0.1).
+    detail_loss_weight: HRDA's detail loss weight: CE(detail crop) weighs this, CE(fused)
+      1 - this; read only for generators with a detail branch (--hrda).
   """
 
   lambda_seg: float = field(0.1, "Weight of the aux head's cross-entropy (reference 0.1; 0 for "
                             "single-level).", minimum=0)
+  # HRDA hrda_head.py `losses` (loss_seg *= 1 - hr_loss_weight) and configs/hrda/
+  # gtaHR2csHR_hrda.py (hr_loss_weight=0.1).
+  detail_loss_weight: float = field(0.1, "With --hrda: weight of the CE of the detail crop's "
+                                    "own prediction; the fused prediction's CE weighs 1 - this "
+                                    "(HRDA 0.1).", minimum=0, below=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +107,21 @@ class NetworkContext:
     """The channel count of one of the generator's outputs."""
     return int(self.generator.output[output_key].shape[-1])
 
-  def generator_copy(self) -> keras.Model:
-    """A new network of the generator's architecture holding the generator's current weights."""
+  def generator_copy(self, outputs: tuple[str, ...] | None = None) -> keras.Model:
+    """A new network of the generator's architecture holding the generator's current weights.
+
+    Args:
+      outputs: Keep only these outputs (a dict of them): the copy then computes only what they
+        need (a feature reference skips the classifier, and HRDA's detail branch).
+
+    Returns:
+      The copy.
+    """
     copy = keras.models.clone_model(self.generator)
     copy.set_weights(self.generator.get_weights())
-    return copy
+    if outputs is None:
+      return copy
+    return keras.Model(copy.input, {key: copy.output[key] for key in outputs}, name=copy.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +203,7 @@ def ema_teacher(alpha: float, of: str = GENERATOR) -> NetworkSpec:
     step = tf.cast(step, tf.float32)
     return tf.minimum(1.0 - 1.0 / (step + 1.0), alpha)
 
-  return NetworkSpec(build=lambda ctx: without_dropout(ctx.generator_copy()),
+  return NetworkSpec(build=lambda ctx: without_training_randomness(ctx.generator_copy()),
                      ema=EmaSpec(of=of, decay=decay), exportable=True)
 
 
@@ -228,6 +245,64 @@ class Objective:
     """The weighted sum of the losses (0 when there are none)."""
     return tf.add_n([tf.constant(0.0)] + [tf.cast(w, tf.float32) * v
                                           for w, v in self.losses.values()])
+
+
+def _crop_to_box(maps: tf.Tensor, box: tf.Tensor, stride: tf.Tensor) -> tf.Tensor:
+  """maps[:, y1/s:y2/s, x1/s:x2/s] for box (y1, y2, x1, x2) in pixels and an int stride s."""
+  begin = tf.concat([[0], tf.stack([box[0], box[2]]) // stride], axis=0)
+  extent = tf.stack([box[1] - box[0], box[3] - box[2]]) // stride
+  rest = tf.fill([tf.rank(maps) - 3], -1)
+  return tf.slice(maps, tf.concat([begin, tf.zeros_like(rest)], axis=0),
+                  tf.concat([[-1], extent, rest], axis=0))
+
+
+def segmentation_objective(outputs: Mapping[str, tf.Tensor], labels: tf.Tensor,
+                           num_classes: int, config: MethodConfig, prefix: str,
+                           suffix: str = "", pixel_weights: tf.Tensor | None = None,
+                           average_over_all_pixels: bool = False,
+                           weight: Weight = 1.0) -> Objective:
+  """The generator's cross-entropy on one labelled batch, over all its heads.
+
+  CE(logits), + lambda_seg * CE(aux_logits) when lambda_seg (the reference's multi-level loss),
+  and for HRDA generators (outputs "detail_logits", "detail_box"): CE(fused) weighs
+  1 - detail_loss_weight and the detail windows' logits, cut to the detail box, are trained on
+  the labels (and weights) cut to the same box with detail_loss_weight (HRDA hrda_head.py
+  `losses`, `crop(seg_label, hr_crop_box)`).
+
+  Args:
+    outputs: The generator's outputs on the batch's images.
+    labels: Integer [B, H, W] (255 ignored), the images' size.
+    num_classes: C.
+    config: The method's settings (lambda_seg, detail_loss_weight).
+    prefix: Loss-name prefix: terms are "{prefix}_main", "_aux", "_detail" (+ "_{suffix}").
+    suffix: Loss-name suffix (the stream), or "".
+    pixel_weights: Optional float32 [B, H, W].
+    average_over_all_pixels: `losses.segmentation_loss`'s averaging.
+    weight: Weight of the whole objective.
+
+  Returns:
+    The objective.
+  """
+  def add(head: str, logits: tf.Tensor, head_labels: tf.Tensor,
+          head_weights: tf.Tensor | None, head_weight: Weight) -> None:
+    objective.add_loss("_".join(filter(None, (prefix, head, suffix))), losses.segmentation_loss(
+        logits, head_labels, num_classes, pixel_weights=head_weights,
+        average_over_all_pixels=average_over_all_pixels), head_weight * weight)
+
+  objective = Objective()
+  detail = keys.DETAIL_LOGITS in outputs
+  add("main", outputs[keys.LOGITS], labels, pixel_weights,
+      1.0 - config.detail_loss_weight if detail else 1.0)
+  if config.lambda_seg:
+    add("aux", outputs[keys.AUX_LOGITS], labels, pixel_weights, config.lambda_seg)
+  if detail and config.detail_loss_weight:
+    box = tf.cast(outputs[keys.DETAIL_BOX][0], tf.int32)
+    stride = tf.shape(labels)[1] // tf.shape(outputs[keys.DETAIL_LOGITS])[1]
+    add("detail", _crop_to_box(outputs[keys.DETAIL_LOGITS], box, stride),
+        _crop_to_box(labels, box, 1),
+        None if pixel_weights is None else _crop_to_box(pixel_weights, box, 1),
+        config.detail_loss_weight)
+  return objective
 
 
 class StepContext:
@@ -356,7 +431,8 @@ class Method:
 
   def supervised_objective(self, ctx: StepContext,
                            pixel_weights: Mapping[str, tf.Tensor] | None = None) -> Objective:
-    """Cross-entropy on every labelled stream: CE(main) + lambda_seg * CE(aux).
+    """Cross-entropy on every labelled stream: CE(main) + lambda_seg * CE(aux) (and HRDA's
+    detail term: `segmentation_objective`).
 
     Logits are upsampled to the label size inside the loss. The aux term is skipped when
     lambda_seg is 0 (the reference's single-level setting).
@@ -370,15 +446,9 @@ class Method:
     """
     objective = Objective()
     for stream in self.labelled_streams:
-      labels = ctx.batch[stream]["label"]
-      outputs = ctx.outputs(stream)
-      weights = (pixel_weights or {}).get(stream)
-      objective.add_loss(f"seg_main_{stream}", losses.segmentation_loss(
-          outputs[keys.LOGITS], labels, ctx.num_classes, pixel_weights=weights))
-      if self.config.lambda_seg:
-        objective.add_loss(f"seg_aux_{stream}", losses.segmentation_loss(
-            outputs[keys.AUX_LOGITS], labels, ctx.num_classes, pixel_weights=weights),
-            self.config.lambda_seg)
+      objective = objective.merge(segmentation_objective(
+          ctx.outputs(stream), ctx.batch[stream]["label"], ctx.num_classes, self.config, "seg",
+          stream, pixel_weights=(pixel_weights or {}).get(stream)))
     return objective
 
   def adaptation_objective(self, ctx: StepContext) -> Objective:

@@ -70,7 +70,7 @@ class Dacs(Method):
     if self.config.feature_distance_weight:
       # The generator as built and initialised, never trained (checkpointed, so a resumed run
       # keeps the initial weights).
-      networks[IMAGENET] = NetworkSpec(build=lambda ctx: ctx.generator_copy(),
+      networks[IMAGENET] = NetworkSpec(build=lambda ctx: ctx.generator_copy((keys.FEATURES,)),
                                        reads=(keys.FEATURES,))
     return networks
 
@@ -116,8 +116,7 @@ class Dacs(Method):
   def adaptation_objective(self, ctx: StepContext) -> Objective:
     images, labels, weights = self.mixed_batch(ctx)
     objective = mean_teacher.weighted_segmentation_objective(
-        ctx, "mix", images, labels, weights, self.config.lambda_seg,
-        self.config.consistency_weight)
+        ctx, "mix", images, labels, weights, self.config, self.config.consistency_weight)
     _, pseudo_weights = mean_teacher.teacher_pseudo_labels(ctx, self.config)
     objective.add_metric("pseudo_label_quality", tf.reduce_mean(pseudo_weights))
     if self.config.feature_distance_weight:

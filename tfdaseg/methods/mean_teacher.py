@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfdaseg.methods import augmentations, losses, self_training
 from tfdaseg.methods.base import (GENERATOR, TARGET, MethodConfig, Objective, StepContext,
-                                  Weight)
+                                  Weight, segmentation_objective)
 from tfdaseg.models import outputs as keys
 from tfdaseg.utils.config_fields import field
 
@@ -117,8 +117,9 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
 
 def weighted_segmentation_objective(ctx: StepContext, name: str, images: tf.Tensor,
                                     labels: tf.Tensor, weights: tf.Tensor,
-                                    lambda_seg: float, weight: Weight = 1.0) -> Objective:
-  """The student's pixel-weighted CE on images built in the step, main head (+ aux head).
+                                    config: MethodConfig, weight: Weight = 1.0) -> Objective:
+  """The student's pixel-weighted CE on images built in the step, over all its heads
+  (`segmentation_objective`: main, aux with lambda_seg, HRDA's detail crop).
 
   Averaged over all pixels, as DACS's CrossEntropyLoss2dPixelWiseWeighted (utils/loss.py:37-44,
   torch.mean) and mmseg's weighted CE in DAFormer/MIC.
@@ -129,22 +130,16 @@ def weighted_segmentation_objective(ctx: StepContext, name: str, images: tf.Tens
     images: float32 [B, H, W, 3] Caffe-preprocessed images.
     labels: Integer [B, H, W] (255 ignored).
     weights: float32 [B, H, W].
-    lambda_seg: Weight of the aux head's term relative to the main head's (skipped at 0).
+    config: The method's settings (lambda_seg, detail_loss_weight).
     weight: Weight of the whole loss.
 
   Returns:
     The objective.
   """
   outputs = ctx.forward(GENERATOR, images, key=f"student:{name}")
-  objective = Objective()
-  heads = [("main", keys.LOGITS, 1.0)]
-  if lambda_seg:
-    heads.append(("aux", keys.AUX_LOGITS, lambda_seg))
-  for head, key, head_weight in heads:
-    objective.add_loss(f"{name}_{head}", losses.segmentation_loss(
-        outputs[key], labels, ctx.num_classes, pixel_weights=weights,
-        average_over_all_pixels=True), head_weight * weight)
-  return objective
+  return segmentation_objective(outputs, labels, ctx.num_classes, config, name,
+                                pixel_weights=weights, average_over_all_pixels=True,
+                                weight=weight)
 
 
 def masked_consistency_objective(ctx: StepContext, config: MaskedConsistencyConfig,
@@ -172,4 +167,4 @@ def masked_consistency_objective(ctx: StepContext, config: MaskedConsistencyConf
                                   ctx.seed_for("mic_mask"), config.mic_block_size,
                                   config.mic_mask_ratio)
   return weighted_segmentation_objective(ctx, "mic", augmented * mask[..., tf.newaxis], labels,
-                                         weights, config.lambda_seg, config.mic_weight)
+                                         weights, config, config.mic_weight)

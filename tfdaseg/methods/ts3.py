@@ -38,7 +38,8 @@ import tensorflow as tf
 
 from tfdaseg.methods import losses
 from tfdaseg.methods.base import (SOURCE, Method, MethodConfig, NetworkSpec, Objective,
-                                  OptimizerSpec, StepContext, StreamSpec)
+                                  OptimizerSpec, StepContext, StreamSpec,
+                                  segmentation_objective)
 from tfdaseg.methods.registry import METHODS
 from tfdaseg.models import outputs
 from tfdaseg.utils.config_fields import ConfigError, field
@@ -200,13 +201,9 @@ class Ts3(Method):
     strong_labels = tf.where(strong[:, None, None] > 0, labels, IGNORE_ID)
     coarse = tf.where(strong[:, None, None] > 0, IGNORE_ID, self.coarse_labels(ctx))
     for name, target in (("strong", strong_labels), ("coarse", coarse)):
-      objective.add_loss(f"seg_main_{name}", losses.segmentation_loss(
-          logits[outputs.LOGITS], target, self.num_classes),
-          1.0 if name == "strong" else self._coarse_weight(ctx))
-      if self.config.lambda_seg:
-        objective.add_loss(f"seg_aux_{name}", losses.segmentation_loss(
-            logits[outputs.AUX_LOGITS], target, self.num_classes),
-            self.config.lambda_seg * (1.0 if name == "strong" else self._coarse_weight(ctx)))
+      objective = objective.merge(segmentation_objective(
+          logits, target, self.num_classes, self.config, "seg", name,
+          weight=1.0 if name == "strong" else self._coarse_weight(ctx)))
     fake = ctx.discriminate(DISCRIMINATOR, self._discriminator_input(
         ctx, ctx.probabilities(SOURCE)))
     looks_real = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(

@@ -125,7 +125,8 @@ def daformer_head(stages: Sequence, num_classes: int, bn_mode: str,
 
 
 def segformer_head(stages: Sequence, num_classes: int, bn_mode: str,
-                   embed_dim: int = SEGFORMER_EMBED_DIM, dropout: float = DROPOUT):
+                   embed_dim: int = SEGFORMER_EMBED_DIM, dropout: float = DROPOUT,
+                   prefix: str = HEAD_PREFIX):
   """SegFormer's all-MLP head (see the module docstring).
 
   Args:
@@ -134,10 +135,12 @@ def segformer_head(stages: Sequence, num_classes: int, bn_mode: str,
     bn_mode: BatchNorm mode of `linear_fuse`.
     embed_dim: Channels of each stage's embedding and of the fusion.
     dropout: Channel dropout before the classifier.
+    prefix: Layer-name prefix; HRDA's scale attention, a second head of this structure, has
+      its own (it must start with "decode_head" to train at the head's learning rate).
 
   Returns:
     Logits at stride 4.
   """
-  x = _embed_and_concatenate(stages, embed_dim, f"{HEAD_PREFIX}_embed")
-  x = _conv_bn_relu(x, embed_dim, 1, bn_mode, f"{HEAD_PREFIX}_fuse")
-  return _classify(x, num_classes, dropout, f"{HEAD_PREFIX}_classifier")
+  x = _embed_and_concatenate(stages, embed_dim, f"{prefix}_embed")
+  x = _conv_bn_relu(x, embed_dim, 1, bn_mode, f"{prefix}_fuse")
+  return _classify(x, num_classes, dropout, f"{prefix}_classifier")

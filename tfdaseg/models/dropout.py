@@ -10,9 +10,10 @@ the same mask eagerly, under XLA, on every run and after a resume, and different
 images, steps, replicas) give independent masks. The hash's integer mixing also avoids Philox,
 which XLA expands into about a second of CPU compile time per op (104 drop paths in MiT-B5).
 
-`without_dropout(model)` switches a model's dropout off in training mode, as DAFormer does for
-its EMA teacher (mmseg/models/uda/dacs.py: `_DropoutNd` and `DropPath` modules set to eval while
-BatchNorm stays in train mode).
+`without_training_randomness(model)` switches a model's dropout off in training mode, as DAFormer
+does for its EMA teacher (mmseg/models/uda/dacs.py: `_DropoutNd` and `DropPath` modules set to
+eval while BatchNorm stays in train mode), and any other layer with a `disable_randomness()`
+method (HRDA's random detail window: the teacher takes the sliding windows).
 """
 
 import zlib
@@ -136,8 +137,9 @@ class ChannelDropout(_InputSeededDropout):
     return tf.stack([shape[0], 1, 1, shape[-1]])
 
 
-def without_dropout(model: keras.Model) -> keras.Model:
-  """Sets every `DropPath` / `ChannelDropout` layer of `model` to rate 0, in place.
+def without_training_randomness(model: keras.Model) -> keras.Model:
+  """Sets every `DropPath` / `ChannelDropout` layer of `model` to rate 0 and calls
+  `disable_randomness()` on every layer that has it, in place.
 
   Args:
     model: A model whose stochastic layers are top-level layers (any tfdaseg generator).
@@ -149,4 +151,6 @@ def without_dropout(model: keras.Model) -> keras.Model:
   for layer in model.layers:
     if isinstance(layer, _InputSeededDropout):
       layer.rate = 0.0
+    elif hasattr(layer, "disable_randomness"):
+      layer.disable_randomness()
   return model

@@ -25,6 +25,7 @@ from absl import logging
 
 from tfdaseg.models.aspp_classifier import AsppClassifier
 from tfdaseg.models.daformer import MIT_GENERATORS
+from tfdaseg.models.hrda import ATTENTION_PREFIX
 from tfdaseg.models.mix_transformer import MixAttention, MixFFN
 from tfdaseg.models.registry import build
 from tfdaseg.models.torch_checkpoint import CheckpointError, load_state_dict
@@ -279,6 +280,13 @@ _SEGFORMER_HEAD_NAMES = (
     (r"^decode_head_fuse_bn$", "decode_head.linear_fuse.bn"),
     (r"^decode_head_classifier$", "decode_head.linear_pred"),
 )
+# HRDA hrda_head.py HRDAHead.scale_attention: DAFormerHead with a 1x1 ConvModule fusion.
+_HRDA_ATTENTION_NAMES = (
+    (rf"^{ATTENTION_PREFIX}_embed_(\d)$", r"decode_head.scale_attention.embed_layers.\1.proj"),
+    (rf"^{ATTENTION_PREFIX}_fuse$", "decode_head.scale_attention.fuse_layer.conv"),
+    (rf"^{ATTENTION_PREFIX}_fuse_bn$", "decode_head.scale_attention.fuse_layer.bn"),
+    (rf"^{ATTENTION_PREFIX}_classifier$", "decode_head.scale_attention.conv_seg"),
+)
 _MIT_HEADS = {"daformer": (_DAFORMER_HEAD_NAMES, "decode_head.conv_seg", {}),
               "segformer": (_SEGFORMER_HEAD_NAMES, "decode_head.linear_pred", {
                   # mmseg's BaseDecodeHead creates conv_seg; SegFormerHead never calls it.
@@ -303,15 +311,28 @@ def _mit_encoder(model: keras.Model, prefix: str = "") -> dict[str, keras.layers
   return encoder
 
 
+def _under_hrda_head(names: tuple) -> tuple:
+  return tuple((pattern, replacement.replace("decode_head.", "decode_head.head.", 1))
+               for pattern, replacement in names)
+
+
 def _mit_generator_layout(model: keras.Model, architecture: str) -> Layout:
   # An mmseg EncoderDecoder's state dict (DAFormer's and SegFormer's checkpoints): the encoder
-  # under "backbone.", the head under "decode_head.".
+  # under "backbone.", the head under "decode_head."; an HRDAEncoderDecoder's (a generator with
+  # --hrda) has the head under "decode_head.head." and the scale attention beside it.
   if model.name != architecture:
     raise ValueError(f"it is a {model.name}")
   names, classifier, dropped = _MIT_HEADS[architecture.split("_")[0]]
+  heads = {classifier}
+  if any(layer.name.startswith(ATTENTION_PREFIX) for layer in model.layers):
+    names = _under_hrda_head(names) + _HRDA_ATTENTION_NAMES
+    heads = {classifier.replace("decode_head.", "decode_head.head.", 1),
+             "decode_head.scale_attention.conv_seg"}
+    dropped = {key.replace("decode_head.", "decode_head.head.", 1): why
+               for key, why in dropped.items()}
   layers = _mit_encoder(model, "backbone.")
   layers.update(_renamed_layers(model, names))
-  return Layout(layers, frozenset({classifier}), dropped)
+  return Layout(layers, frozenset(heads), dropped)
 
 
 for _architecture in MIT_GENERATORS:

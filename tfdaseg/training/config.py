@@ -23,6 +23,7 @@ from tfdaseg.data import labels
 from tfdaseg.data.rare_class_sampling import RareClassSampling
 from tfdaseg.data.resizing import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from tfdaseg.models.batch_norm import BN_MODES
+from tfdaseg.models.hrda import HrdaConfig
 from tfdaseg.training import inputs, labelled_target
 from tfdaseg.training.loop import LoopConfig
 from tfdaseg.training.model import OptimizationConfig
@@ -45,6 +46,8 @@ class ModelConfig:
     bn_mode: BatchNorm behaviour in training (`tfdaseg.models.batch_norm`).
     aspp_compat: Classifier-head variant.
     model_options: Further build options.
+    hrda: Wrap the generator in HRDA's multi-resolution training and inference.
+    hrda_options: HRDA settings (`tfdaseg.models.hrda.HrdaConfig` fields).
     init_weights: Local ImageNet weights for the backbone (.h5; .pth/.bin/.safetensors for MiT).
     restore_from: A .keras generator whose weights initialise the generator.
   """
@@ -66,6 +69,14 @@ class ModelConfig:
                            "AdaptSegNet code and checkpoints), 'full' sums 6/12/18/24 (ADVENT).",
                            choices=("adaptsegnet", "full"))
   model_options: dict = field({}, "JSON dict of further generator build options.")
+  hrda: bool = field(False, "HRDA (Hoyer et al., ECCV 2022) around a MiT generator: a context "
+                     "view at half resolution and a full-resolution detail window (random in "
+                     "training, sliding otherwise), fused by a learned scale attention; the "
+                     "detail window's own CE weighs --detail_loss_weight.")
+  hrda_options: dict = field({}, "JSON dict of HRDA settings (tfdaseg.models.hrda.HrdaConfig): "
+                             "context_scale (0.5), detail_crop (512 or [h, w]), crop_divisible "
+                             "(8), overlapping_slide (true), attention_embed_dim (256), "
+                             "attention_classwise (true).")
   init_weights: str | None = field(None, "Local ImageNet .h5 (keras.applications layout) to "
                                    "initialise the backbone; for the MiT generators, the ImageNet "
                                    "MiT encoder (mit_bX.pth, or Hugging Face's .bin / "
@@ -232,6 +243,8 @@ class TrainConfig:
     if self.model.base_width is not None:
       options["base_width"] = self.model.base_width
     options.update(self.model.model_options)
+    if self.model.hrda:
+      options["hrda"] = dict(self.model.hrda_options)
     return options
 
   def build_method(self) -> methods.Method:
@@ -269,6 +282,12 @@ def validate(config: TrainConfig, *, require_model_dir: bool = True) -> None:
   _require(config.loop.num_steps_stop <= config.optimization.num_steps,
            f"--num_steps_stop={config.loop.num_steps_stop} is past --num_steps="
            f"{config.optimization.num_steps} (the learning rate reaches 0 at num_steps)")
+  _require(config.model.hrda or not config.model.hrda_options, "--hrda_options needs --hrda")
+  if config.model.hrda:
+    try:
+      HrdaConfig.from_options(config.model.hrda_options)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"--hrda_options: {e}") from None
   _require(not (config.model.init_weights and config.model.restore_from),
            "give --init_weights (ImageNet backbone) or --restore_from (whole generator), not both")
   _require(config.loop.eval_every == 0 or bool(config.data.target_val),
