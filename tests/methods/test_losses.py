@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfdaseg.methods import losses
+from tfdaseg.methods.base import MethodConfig, segmentation_objective
 
 
 def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -75,3 +76,44 @@ def test_entropy_matches_advent_formula():
   np.testing.assert_allclose(losses.normalised_entropy_map(logits), expected_map, atol=1e-6)
   expected = -np.sum(p * np.log2(p + 1e-30)) / (2 * 3 * 4 * np.log2(5))
   assert float(losses.entropy_loss(logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def _numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                         over_all: bool) -> float:
+  """Pixel CE after the align-corners upsampling, weighted, averaged (losses' conventions)."""
+  up = numpy_upsample_align_corners(logits, labels.shape[1], labels.shape[2])
+  log_p = up - np.log(np.exp(up).sum(-1, keepdims=True))
+  valid = labels != 255
+  picked = np.take_along_axis(log_p, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+  total = -(picked * valid * weights).sum()
+  return total / (labels.size if over_all else max(valid.sum(), 1))
+
+
+@pytest.mark.parametrize("over_all", [False, True])
+def test_hrda_objective_is_fused_and_detail_crop_cross_entropy(over_all):
+  rng = np.random.default_rng(3)
+  fused = rng.normal(size=(2, 16, 24, 4)).astype(np.float32)
+  detail = rng.normal(size=(2, 16, 24, 4)).astype(np.float32)
+  labels = rng.integers(0, 4, (2, 64, 96))
+  labels[:, :5] = 255
+  weights = rng.uniform(size=(2, 64, 96)).astype(np.float32)
+  box = (8, 40, 32, 64)
+  outputs = {"logits": tf.constant(fused), "detail_logits": tf.constant(detail),
+             "detail_box": tf.constant([box, box], tf.float32)}
+  config = MethodConfig(lambda_seg=0.0, detail_loss_weight=0.1)
+  objective = segmentation_objective(outputs, tf.constant(labels), 4, config, "mix",
+                                     pixel_weights=tf.constant(weights),
+                                     average_over_all_pixels=over_all)
+  assert sorted(objective.losses) == ["mix_detail", "mix_main"]
+  y1, y2, x1, x2 = box
+  expected = (0.9 * _numpy_cross_entropy(fused, labels, weights, over_all)
+              + 0.1 * _numpy_cross_entropy(detail[:, y1 // 4:y2 // 4, x1 // 4:x2 // 4],
+                                           labels[:, y1:y2, x1:x2], weights[:, y1:y2, x1:x2],
+                                           over_all))
+  assert float(objective.total()) == pytest.approx(expected, rel=1e-5)
+  # Without a detail branch: CE(logits) alone, weight 1.
+  plain = segmentation_objective({"logits": tf.constant(fused)}, tf.constant(labels), 4, config,
+                                 "seg", "source")
+  assert sorted(plain.losses) == ["seg_main_source"]
+  assert float(plain.total()) == pytest.approx(
+      _numpy_cross_entropy(fused, labels, np.ones_like(weights), False), rel=1e-5)
