@@ -6,9 +6,10 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 
 from tests.helpers import datasets
-from tfdaseg.data import labels
+from tfdaseg.data import class_stats, integrity, labels, schema
 from tfdaseg.data import shards
 from tfdaseg.data.converters import BadFileError, CONVERTERS, ConverterOptions
 from tfdaseg.data.tfrecord_writer import WriteOptions, encoding_workers, shuffle_pairs, write_split
@@ -23,6 +24,49 @@ def write(name: str, root: str, out, split: str = "train", options=ConverterOpti
 
 def shard_files(out, prefix: str) -> list[str]:
   return sorted(p.name for p in out.glob(f"{prefix}-*-of-*.tfrecord"))
+
+
+def assert_class_stats_count(pattern: str, expected: dict[str, np.ndarray]):
+  """Each record's statistics are numpy's counts of the label it holds (found at its offset)."""
+  stats, paths = class_stats.read_class_stats(pattern)
+  names = []
+  for shard, offset, length, pixels in stats["records"]:
+    record = integrity.read_record(paths[shard], offset, length)
+    name = tf.train.Example.FromString(record).features.feature[
+        schema.IMAGE_FILENAME].bytes_list.value[0].decode()
+    values, counts = np.unique(expected[name], return_counts=True)
+    assert pixels == {str(v): int(c) for v, c in zip(values, counts) if v != labels.IGNORE_ID}
+    names.append(name)
+  assert sorted(names) == sorted(expected)
+
+
+def test_class_statistics_come_from_the_encoder_so_labels_are_decoded_once(tmp_path, monkeypatch):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  out = tmp_path / "out"
+  calls = {"read_label": 0, "label_pixels": 0}
+  converter_class = CONVERTERS.get("gta5")
+
+  def counted(name, fn):
+    def wrapper(*args, **kwargs):
+      calls[name] += 1
+      return fn(*args, **kwargs)
+    return wrapper
+
+  monkeypatch.setattr(converter_class, "read_label",
+                      counted("read_label", converter_class.read_label))
+  monkeypatch.setattr(class_stats, "label_pixels",
+                      counted("label_pixels", class_stats.label_pixels))
+  write("gta5", mini.root, out, num_shards=2)  # in this process (num_workers=0)
+  assert calls == {"read_label": len(mini.expected), "label_pixels": 0}
+  pattern = str(out / "gta5-train-*.tfrecord")
+  assert_class_stats_count(pattern, mini.expected)
+  # The tool's second read of the stored labels writes the very same file.
+  path = out / "gta5-train-class_stats.json"
+  from_encoder = path.read_bytes()
+  path.unlink()
+  class_stats.compute_class_stats(pattern)
+  assert calls["label_pixels"] == len(mini.expected)
+  assert path.read_bytes() == from_encoder
 
 
 def test_size_mismatch_names_both_files(tmp_path):
@@ -125,6 +169,33 @@ def test_interrupted_run_resumes_after_completed_shards(tmp_path):
   assert not (out / "gta5-train.progress.json").exists()
   datasets_records = datasets.read_records(str(out / "gta5-train-*.tfrecord"))
   assert sorted(datasets_records) == sorted(mini.expected)
+  # The kept shards' statistics come from the progress file, the last one's from this run.
+  assert_class_stats_count(str(out / "gta5-train-*.tfrecord"), mini.expected)
+
+
+def test_shards_completed_without_per_record_counts_are_written_again(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  out = tmp_path / "out"
+  written = shuffle_pairs(CONVERTERS.get("gta5")(mini.root).list_pairs("train"), 0)
+  label = written[-1].label
+  good = open(label, "rb").read()
+  with open(label, "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(BadFileError):
+    write("gta5", mini.root, out, num_shards=3)
+  with open(label, "wb") as f:
+    f.write(good)
+  # As a run before the counts were kept would have left it: shard 0 without "records".
+  progress_file = out / "gta5-train.progress.json"
+  progress = json.loads(progress_file.read_text())
+  del progress["shards"]["0"]["records"]
+  progress_file.write_text(json.dumps(progress))
+  kept, redone = (out / shards.shard_name("gta5", "train", i, 3) for i in (1, 0))
+  kept_mtime, redone_mtime = kept.stat().st_mtime_ns, redone.stat().st_mtime_ns
+  write("gta5", mini.root, out, num_shards=3)
+  assert kept.stat().st_mtime_ns == kept_mtime
+  assert redone.stat().st_mtime_ns != redone_mtime
+  assert_class_stats_count(str(out / "gta5-train-*.tfrecord"), mini.expected)
 
 
 def test_complete_split_is_kept_changed_settings_need_overwrite(tmp_path):

@@ -63,6 +63,17 @@ def test_config_parses_and_validates(setting, name):
     assert config.model.model == "deeplab_v2_resnet101_multi"
 
 
+@pytest.mark.parametrize("setting", ["gta5_to_cityscapes", "synthia_to_cityscapes"])
+@pytest.mark.parametrize("name", ["daformer", "dacs_daformer"])
+def test_daformer_configs_crop_the_source_with_cat_max_ratio(setting, name):
+  # lhoyer/DAFormer configs/_base_/datasets/uda_{gta,synthia}_to_cityscapes_512x512.py: the
+  # source pipeline's RandomCrop has cat_max_ratio=0.75 (line 16), the target's none (line 28).
+  streams = parse(f"--flagfile={config_path(setting, name)}").streams
+  assert streams["source"].augment.cat_max_ratio == 0.75
+  assert streams["target"].augment.cat_max_ratio is None
+  assert streams["source"].augment.crop_size == streams["target"].augment.crop_size == (512, 512)
+
+
 def test_reference_defaults():
   config = parse()
   optimization, loop, method = config.optimization, config.loop, config.method
@@ -98,6 +109,8 @@ BAD_SETTINGS = {
     "labelled count 0": (["--method=ass", "--target_labeled_count=0"], "must be >= 1"),
     "rare class sampling temperature": (["--rare_class_sampling", "--rcs_temperature=0"],
                                         "rcs_temperature"),
+    "crop cat_max_ratio 1": (['--source_augment={"crop_size": [64, 64], "cat_max_ratio": 1}'],
+                             "--source_augment=.*0 < cat_max_ratio < 1"),
 }
 
 

@@ -1,7 +1,8 @@
 """Random scale, crop and horizontal flip of an (image, label) pair, driven by stateless seeds.
 
 Off by default: the AdaptSegNet reference trains without augmentation. Every random draw comes
-from a per-example seed, so a seeded pipeline augments identically on every run.
+from a per-example seed, so a seeded pipeline augments identically on every run. The crop can
+re-draw like DAFormer's (`cat_max_ratio`), its candidates split from the same seed.
 """
 
 import dataclasses
@@ -23,17 +24,26 @@ class AugmentConfig:
       outside the scaled image are padded with the mean colour (0 after preprocessing) and
       the ignore label.
     hflip: Flip left-right with probability 1/2.
+    cat_max_ratio: Re-draw the crop while one label covers at least this share of its
+      labelled pixels (DAFormer's RandomCrop, see `choose_crop_seed`); None draws once. Counted
+      on the storage ids, which for GTA5 and SYNTHIA are the reference's train ids.
   """
 
   min_scale: float = 1.0
   max_scale: float = 1.0
   crop_size: tuple[int, int] | None = None
   hflip: bool = False
+  cat_max_ratio: float | None = None
 
   def __post_init__(self):
     if not 0 < self.min_scale <= self.max_scale:
       raise ValueError(f"augment scales must satisfy 0 < min_scale <= max_scale, got "
                        f"{self.min_scale}, {self.max_scale}")
+    # mmseg skips the re-draw at its default 1.0; here None is that, so 1.0 is refused
+    # rather than silently meaning something else.
+    if self.cat_max_ratio is not None and not 0 < self.cat_max_ratio < 1:
+      raise ValueError(f"augment cat_max_ratio must satisfy 0 < cat_max_ratio < 1 (None: no "
+                       f"re-draw), got {self.cat_max_ratio}")
 
   @classmethod
   def from_value(cls, value: "AugmentConfig | Mapping[str, Any] | None") -> "AugmentConfig | None":
@@ -48,6 +58,79 @@ class AugmentConfig:
     if fields.get("crop_size") is not None:
       fields["crop_size"] = tuple(fields["crop_size"])
     return cls(**fields)
+
+
+# lhoyer/DAFormer mmseg/datasets/pipelines/transforms.py RandomCrop.__call__: `for _ in range(10)`.
+CAT_MAX_RATIO_CHECKS = 10
+
+
+def crop_is_balanced(label: tf.Tensor, cat_max_ratio: float) -> tf.Tensor:
+  """Whether a label crop has two or more labels, none covering cat_max_ratio of the labelled.
+
+  DAFormer's test (transforms.py RandomCrop): `len(cnt) > 1 and np.max(cnt) / np.sum(cnt) <
+  cat_max_ratio` over the counts of the crop's labels, the ignore label left out.
+
+  Args:
+    label: int32 label crop of ids in [0, 255].
+    cat_max_ratio: The share one label must stay below.
+
+  Returns:
+    bool scalar.
+  """
+  counts = tf.math.bincount(tf.reshape(label, [-1]), minlength=256, maxlength=256,
+                            dtype=tf.int64)
+  counts = tf.tensor_scatter_nd_update(counts, [[labels.IGNORE_ID]], [0])
+  present = tf.math.count_nonzero(counts)
+  # float64 as numpy's int / int; the maximum keeps an all-ignore crop finite (it fails anyway).
+  share = tf.cast(tf.reduce_max(counts), tf.float64) / tf.cast(
+      tf.maximum(tf.reduce_sum(counts), 1), tf.float64)
+  return tf.logical_and(present > 1, share < cat_max_ratio)
+
+
+def crop_candidate_seeds(crop_seed: tf.Tensor) -> tf.Tensor:
+  """The seeds of the cat_max_ratio crop's candidates, in the order they are checked.
+
+  Args:
+    crop_seed: int64 [2] seed of the crop; it is candidate 0, the crop without cat_max_ratio.
+
+  Returns:
+    int64 [CAT_MAX_RATIO_CHECKS + 1, 2]: candidate 0, then seeds split from crop_seed.
+  """
+  return tf.concat([crop_seed[tf.newaxis], tf.random.experimental.stateless_split(
+      crop_seed, CAT_MAX_RATIO_CHECKS)], axis=0)
+
+
+def choose_crop_seed(label: tf.Tensor, crop_hw: tuple[int, int], crop_seed: tf.Tensor,
+                     cat_max_ratio: float) -> tf.Tensor:
+  """The seed of DAFormer's cat_max_ratio crop: the first balanced candidate, else the last.
+
+  As mmseg's RandomCrop: candidate 0 is checked, and each of the CAT_MAX_RATIO_CHECKS checks
+  that fails draws the next one, so the 11th candidate is kept unchecked. The candidates are
+  `crop_candidate_seeds(crop_seed)`, so one seed always gives one crop.
+
+  Args:
+    label: int32 [H, W, 1] label, already padded to at least the crop.
+    crop_hw: (height, width) of the crop.
+    crop_seed: int64 [2] seed of the crop.
+    cat_max_ratio: The share one label must stay below.
+
+  Returns:
+    int64 [2] seed for `tf.image.stateless_random_crop` of the crop to keep.
+  """
+  candidates = crop_candidate_seeds(crop_seed)
+  size = [crop_hw[0], crop_hw[1], 1]
+
+  def rejected(i: tf.Tensor) -> tf.Tensor:
+    # The crop's offset depends on the seed, the rank and the margins only, so the label
+    # crop here is the label part of the image-and-label crop made with the same seed.
+    crop = tf.image.stateless_random_crop(label, size, candidates[i])
+    return tf.logical_not(crop_is_balanced(crop, cat_max_ratio))
+
+  def draw_again(i: tf.Tensor) -> tf.Tensor:
+    return tf.cond(i < CAT_MAX_RATIO_CHECKS, lambda: rejected(i), lambda: tf.constant(False))
+
+  [chosen] = tf.while_loop(draw_again, lambda i: [i + 1], [tf.constant(0)])
+  return candidates[chosen]
 
 
 def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
@@ -80,6 +163,8 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
   image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
   label = tf.pad(tf.cast(label, tf.int32) - labels.IGNORE_ID, [[0, pad_h], [0, pad_w], [0, 0]])
   label = label + labels.IGNORE_ID
+  if config.cat_max_ratio is not None:
+    crop_seed = choose_crop_seed(label, (height, width), crop_seed, config.cat_max_ratio)
   stacked = tf.concat([image, tf.cast(label, tf.float32)], axis=-1)
   stacked = tf.image.stateless_random_crop(stacked, [height, width, 4], crop_seed)
   if config.hflip:

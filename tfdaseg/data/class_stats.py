@@ -9,8 +9,10 @@ sit next to the split's manifest, in `{dataset}-{split}-class_stats.json`:
 
 in shard and record order, one entry per record. The byte offset and length of each record
 let a sampler read one record of a large split without reading the records before it
-(`tfdaseg.data.rare_class_sampling`). The converter writes the file for every labelled split;
-`python tools/compute_class_stats.py --data=PATTERN` writes it for an older conversion.
+(`tfdaseg.data.rare_class_sampling`). The converter writes the file for every labelled split,
+from the counts its encoder makes of each label it encodes (`record_pixels`), so a conversion
+decodes every label once; `python tools/compute_class_stats.py --data=PATTERN` reads the labels
+of an older conversion back (`compute_class_stats`).
 Counts are of the stored label (the converter's storage ids, at the stored size), as
 DAFormer counts the full-resolution label.
 """
@@ -59,8 +61,45 @@ def label_pixels(serialized: bytes, source: str) -> dict[str, int]:
   return {str(i): int(counts[i]) for i in np.nonzero(counts)[0]}
 
 
+def record_pixels(class_pixels: np.ndarray) -> dict[str, int]:
+  """A record's entry from its encoder's counts (`record_encoder.EncodedExample.class_pixels`).
+
+  Args:
+    class_pixels: int [num storage classes + 1]: pixels per storage id, then ignored pixels.
+
+  Returns:
+    {storage id as a string: pixels} as `label_pixels` gives for the stored label.
+  """
+  return {str(i): int(class_pixels[i]) for i in np.nonzero(class_pixels[:-1])[0]}
+
+
+def write_class_stats(manifest_file: str, manifest: dict, records: list[list]) -> str:
+  """Writes a split's statistics file next to its manifest.
+
+  Args:
+    manifest_file: Where the split's manifest is (or is about to be) written.
+    manifest: Its content.
+    records: [shard index, byte offset, byte length, {storage id: pixels}] of every record, in
+      shard and record order.
+
+  Returns:
+    The path written.
+
+  Raises:
+    ValueError: when `records` does not hold one entry per record of the manifest.
+  """
+  if len(records) != manifest["count"]:
+    raise ValueError(f"{manifest_file}: the shards hold {len(records)} records, the manifest "
+                     f"lists {manifest['count']}")
+  output = class_stats_path(manifest_file)
+  atomic_write_json(output, {"format": CLASS_STATS_FORMAT, "fingerprint": manifest["fingerprint"],
+                             "class_space": manifest["class_space"],
+                             "shards": manifest["shards"], "records": records})
+  return output
+
+
 def compute_class_stats(file_pattern: str | Sequence[str]) -> str:
-  """Reads every label of a split and writes its statistics file next to its manifest.
+  """Reads every label of a converted split back and writes its statistics file.
 
   Args:
     file_pattern: The split's shards.
@@ -89,14 +128,7 @@ def compute_class_stats(file_pattern: str | Sequence[str]) -> str:
     logging.info("%s: %d of %d shards, %d records (%.1f records/s)", manifest_file, index + 1,
                  len(manifest["shards"]), len(records),
                  len(records) / max(time.monotonic() - start, 1e-9))
-  if len(records) != manifest["count"]:
-    raise ValueError(f"{manifest_file}: the shards hold {len(records)} records, the manifest "
-                     f"lists {manifest['count']}")
-  output = class_stats_path(manifest_file)
-  atomic_write_json(output, {"format": CLASS_STATS_FORMAT, "fingerprint": manifest["fingerprint"],
-                             "class_space": manifest["class_space"],
-                             "shards": manifest["shards"], "records": records})
-  return output
+  return write_class_stats(manifest_file, manifest, records)
 
 
 def read_class_stats(file_pattern: str | Sequence[str]) -> tuple[dict, list[str]]:

@@ -9,12 +9,14 @@ The shared half of every conversion (a converter only lists pairs and reads labe
   * pairs are encoded in worker processes (`num_workers`), results written in that order;
   * shard i holds the (permuted) pairs [i*n/N, (i+1)*n/N) and is written under a temporary
     name, then renamed: a file with a shard's name is always complete;
-  * after every shard, `{dataset}-{split}.progress.json` records its statistics, so a re-run
-    skips completed shards; an interrupted run's temporary files are deleted on the next run;
-  * the manifest `{dataset}-{split}.json` (count, shards with their record counts and sizes,
-    class space, per-class pixel counts, skipped files, shuffle seed) is written last,
-    atomically, followed by a labelled split's per-image class statistics
-    (`tfdaseg.data.class_stats`, for rare class sampling) and the folder's TFDS metadata.
+  * after every shard, `{dataset}-{split}.progress.json` records its statistics (with each
+    record's span and the encoder's pixel counts of its label), so a re-run skips completed
+    shards; an interrupted run's temporary files are deleted on the next run;
+  * a labelled split's per-image class statistics (`tfdaseg.data.class_stats`, for rare class
+    sampling) are written from those counts, so every label is decoded once; then the manifest
+    `{dataset}-{split}.json` (count, shards with their record counts and sizes, class space,
+    per-class pixel counts, skipped files, shuffle seed), atomically, and the folder's TFDS
+    metadata.
 """
 
 import concurrent.futures
@@ -33,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfdaseg.data import class_stats, record_encoder
+from tfdaseg.data import class_stats, integrity, record_encoder
 from tfdaseg.data import shards
 from tfdaseg.data import tfds_metadata
 from tfdaseg.data.converters.base import Converter, SourcePair
@@ -128,16 +130,20 @@ class _ShardStats:
     self.count = 0
     self.class_pixels = np.zeros((num_classes + 1,), np.int64)
     self.skipped: list[dict] = []
+    # [byte offset, byte length, {storage id: pixels}] per record: class_stats' entries.
+    self.records: list[list] = []
 
   def to_json(self, num_bytes: int) -> dict:
     return {"count": self.count, "num_bytes": num_bytes,
-            "class_pixels": self.class_pixels.tolist(), "skipped": self.skipped}
+            "class_pixels": self.class_pixels.tolist(), "skipped": self.skipped,
+            "records": self.records}
 
 
 def _write_shard(path: str, results: Iterator, count: int, stats: _ShardStats,
                  bar: tqdm.tqdm) -> int:
   """Writes the next `count` results to `path` atomically; returns the shard's size in bytes."""
   tmp = f"{path}{shards.TMP_MARKER}{os.getpid()}"
+  written = []  # (data length, pixels) per record
   try:
     with tf.io.TFRecordWriter(tmp) as writer:
       for _ in range(count):
@@ -149,7 +155,14 @@ def _write_shard(path: str, results: Iterator, count: int, stats: _ShardStats,
           writer.write(result.serialized)
           stats.count += 1
           stats.class_pixels += result.class_pixels
+          written.append((len(result.serialized), class_stats.record_pixels(result.class_pixels)))
         bar.update(1)
+    # The offsets from the written headers (no record data is read), as the sampler reads them.
+    spans = list(integrity.record_spans(tmp))
+    if [length for _, length in spans] != [length for length, _ in written]:
+      raise RuntimeError(f"{tmp}: the records written are not the records encoded")
+    stats.records = [[offset, length, pixels]
+                     for (offset, length), (_, pixels) in zip(spans, written)]
     tf.io.gfile.rename(tmp, path, overwrite=True)
   finally:
     if tf.io.gfile.exists(tmp):
@@ -187,8 +200,9 @@ def _completed_shards(output_dir: str, dataset: str, split: str, fingerprint: st
     raise FileExistsError(f"{output_dir}: holds shards {sorted(foreign)[:3]} of another "
                           f"conversion of {dataset}-{split}; pass --overwrite to replace them")
   done = {} if progress is None else {int(i): s for i, s in progress["shards"].items()}
-  # A shard without recorded statistics (or a record without its shard) is written again.
-  return {i: s for i, s in done.items() if names[i] in existing}
+  # A shard without recorded statistics (or a record without its shard) is written again, as
+  # is one a run before per-record counts were kept completed.
+  return {i: s for i, s in done.items() if names[i] in existing and "records" in s}
 
 
 def _manifest(converter: Converter, dataset: str, split: str, names: list[str],
@@ -354,10 +368,12 @@ def write_split(converter: Converter, dataset: str, split: str, output_dir: str,
 
   manifest = _manifest(converter, dataset, split, names, done, fingerprint, options, labelled,
                        seed)
+  if labelled:
+    # Before the manifest: a complete manifest on disk always has its statistics.
+    class_stats.write_class_stats(manifest_file, manifest, [
+        [i, *record] for i in range(num_shards) for record in done[i]["records"]])
   atomic_write_json(manifest_file, manifest)
   tf.io.gfile.remove(progress_file)
-  if labelled:
-    class_stats.compute_class_stats(shards.shard_glob(output_dir, dataset, split))
   elapsed = time.monotonic() - start
   converted = len(pairs) - already
   logging.info("%s: %d images in %d shards (%d skipped); %d converted in %.1f s (%.1f images/s, "
