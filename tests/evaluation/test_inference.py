@@ -109,7 +109,37 @@ def test_output_channels_across_class_sets():
 
 
 @pytest.mark.parametrize("kwargs", [{"scales": ()}, {"scales": (0.0,)}, {"input_size": (0, 4)},
-                                    {"resize": "lanczos9"}])
+                                    {"resize": "lanczos9"}, {"slide_window": (0, 8)},
+                                    {"slide_stride": (8, 8)}])
 def test_bad_options_are_rejected(kwargs):
   with pytest.raises((ValueError, KeyError)):
     inference.InferenceOptions(**kwargs)
+
+
+def _window_centred(images: tf.Tensor) -> dict[str, tf.Tensor]:
+  # Position-dependent through the window: each window's pixels minus the window's mean.
+  return {"logits": images - tf.reduce_mean(images, axis=[1, 2], keepdims=True)}
+
+
+def test_sliding_windows_average_the_windows_logits_as_mmseg_slide_inference():
+  images = np.random.default_rng(0).normal(size=(2, 40, 70, 3)).astype(np.float32)
+  window, stride = (16, 24), (8, 12)
+  total, count = np.zeros_like(images), np.zeros((40, 70))
+  # mmseg encoder_decoder.py slide_inference's loops.
+  for h_idx in range(max(40 - 16 + 8 - 1, 0) // 8 + 1):
+    for w_idx in range(max(70 - 24 + 12 - 1, 0) // 12 + 1):
+      y2, x2 = min(h_idx * 8 + 16, 40), min(w_idx * 12 + 24, 70)
+      y1, x1 = max(y2 - 16, 0), max(x2 - 24, 0)
+      crop = images[:, y1:y2, x1:x2]
+      total[:, y1:y2, x1:x2] += crop - crop.mean(axis=(1, 2), keepdims=True)
+      count[y1:y2, x1:x2] += 1
+  expected = total / count[None, :, :, None]
+  actual = inference.sliding_window_logits(_window_centred, tf.constant(images), window, stride)
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+  options = inference.InferenceOptions(slide_window=(24, 16), slide_stride=(12, 8))
+  probabilities = inference.predict_probabilities(_window_centred, tf.constant(images), options)
+  np.testing.assert_allclose(probabilities, tf.nn.softmax(expected), rtol=1e-5, atol=1e-6)
+  # The whole image at once is another prediction.
+  whole = inference.predict_probabilities(_window_centred, tf.constant(images),
+                                          inference.InferenceOptions())
+  assert not np.allclose(whole, probabilities, atol=1e-3)

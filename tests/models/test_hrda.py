@@ -15,7 +15,8 @@ import tfdaseg.models
 from tests.helpers import models as model_helpers
 from tfdaseg.models import hrda, sliding_window
 from tfdaseg.models.dropout import _InputSeededDropout, without_training_randomness
-from tfdaseg.models.torch_import import import_torch_checkpoint
+from tfdaseg.models.torch_checkpoint import load_state_dict
+from tfdaseg.models.torch_import import import_torch_checkpoint, load_torch_state_dict
 
 with open(model_helpers.torch_parity_path("hrda_manifest.json")) as _f:
   MANIFEST = json.load(_f)
@@ -66,15 +67,33 @@ def test_merge_windows_averages_overlaps_and_leaves_zeros_elsewhere():
                                                         & (np.arange(12) < 7)[None]))
 
 
+_FIXTURE_MODEL = {"num_classes": MANIFEST["num_classes"], "embed_dim": MANIFEST["embed_dim"],
+                  "encoder_options": MANIFEST["mit"], "bn_mode": "frozen",
+                  "hrda": {"detail_crop": MANIFEST["detail_crop"],
+                           "attention_embed_dim": MANIFEST["embed_dim"]}}
+
+
 def _imported() -> keras.Model:
   model, report = import_torch_checkpoint(
       model_helpers.torch_parity_path(MANIFEST["checkpoint"]), "daformer_mit_b0",
-      num_classes=MANIFEST["num_classes"], embed_dim=MANIFEST["embed_dim"],
-      encoder_options=MANIFEST["mit"], bn_mode="frozen",
-      hrda={"detail_crop": MANIFEST["detail_crop"],
-            "attention_embed_dim": MANIFEST["embed_dim"]})
+      **_FIXTURE_MODEL)
   assert not report.left_at_init and not report.skipped
   return model
+
+
+def test_a_published_uda_checkpoint_imports_its_student():
+  # DAFormer/HRDA release their UDA module's state dict: model.*, ema_model.*, imnet_model.*.
+  state = load_state_dict(model_helpers.torch_parity_path(MANIFEST["checkpoint"]))
+  uda = {**{f"model.{k}": v for k, v in state.items()},
+         **{f"ema_model.{k}": v * 0.5 for k, v in state.items()},
+         **{f"imnet_model.{k}": v + 1.0 for k, v in state.items()}}
+  model = tfdaseg.models.build("daformer_mit_b0", **_FIXTURE_MODEL)
+  report = load_torch_state_dict(model, uda, "daformer_mit_b0")
+  assert not report.left_at_init
+  assert {key.split(".", 1)[0] for key, _ in report.skipped} == {"ema_model", "imnet_model"}
+  expected = np.load(model_helpers.torch_parity_path(MANIFEST["outputs"]))
+  outputs = model(expected["input"], training=False)
+  assert _relative(outputs["logits"], expected["fused_slide"]) <= RTOL
 
 
 def _relative(actual, expected) -> float:

@@ -34,17 +34,22 @@ flags.DEFINE_enum("resize", DEFAULT_INTERPOLATION, IMAGE_RESIZERS.names(), "Imag
                   "reference's PIL BICUBIC loaders and the training pipeline's default, or "
                   "bilinear (cheaper; aliases when shrinking; TFLite's only one). Labels are "
                   "never resized: evaluation scores at the label's own size.")
+flags.DEFINE_list("slide_window", None, "W,H of overlapping sliding windows the model runs on "
+                  "(their logits averaged), in pixels of --input_size; HRDA tests with "
+                  "1024,1024 at --input_size=2048,1024. Default: the whole image at once.")
+flags.DEFINE_list("slide_stride", None, "W,H step of --slide_window (HRDA: 512,512). Default: "
+                  "half the window.")
 flags.DEFINE_string("output", None, "The folder to write.")
 flags.DEFINE_string("output_dir", None, "The folder to write results to.")
 
 FLAGS = flags.FLAGS
 
 
-def _parse_size(values: list[str] | None) -> tuple[int, int] | None:
+def _parse_size(values: list[str] | None, flag: str = "input_size") -> tuple[int, int] | None:
   if not values:
     return None
   if len(values) != 2:
-    raise app.UsageError(f"--input_size wants W,H, got {','.join(values)}")
+    raise app.UsageError(f"--{flag} wants W,H, got {','.join(values)}")
   return int(values[0]), int(values[1])
 
 
@@ -80,6 +85,8 @@ def inference_options_from_flags(model: LoadedModel) -> InferenceOptions:
       scales=tuple(float(s) for s in FLAGS.scales),
       flip=FLAGS.flip,
       resize=FLAGS.resize,
+      slide_window=_parse_size(FLAGS.slide_window, "slide_window"),
+      slide_stride=_parse_size(FLAGS.slide_stride, "slide_stride"),
   )
 
 

@@ -7,7 +7,9 @@ graph with the training pipeline's filters (tfdaseg.data.resizing) on pixel valu
 1024x512), so evaluation feeds the model what validation's pipeline does. Logits are upsampled
 bilinearly with aligned corners to the output size before the softmax (AdaptSegNet pytorch_0.4
 evaluate_cityscapes.py: nn.Upsample(size=(1024, 2048), mode="bilinear", align_corners=True)),
-and test-time augmentation averages the softmax over scales and horizontal flips.
+and test-time augmentation averages the softmax over scales and horizontal flips. Optionally the
+model runs on overlapping sliding windows of the resized image (mmseg's slide test mode, which
+DAFormer's HRDA configs use).
 """
 
 import dataclasses
@@ -20,6 +22,7 @@ from tfdaseg.data import labels
 from tfdaseg.data import resizing
 from tfdaseg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess
 from tfdaseg.models import outputs as keys
+from tfdaseg.models import sliding_window
 from tfdaseg.registry import Registry
 
 # Callable: caffe-preprocessed float32 images [B, H, W, 3] -> the generator's output dict.
@@ -63,19 +66,36 @@ class InferenceOptions:
     scales: Test-time scales of `input_size` whose softmax outputs are averaged.
     flip: Whether to average with the horizontally flipped image too.
     resize: Name of the image resize method (IMAGE_RESIZERS; tfdaseg.data.resizing).
+    slide_window: (width, height) of sliding windows the model runs on, their logits averaged
+      where they overlap (mmseg's `test_cfg mode='slide'`: HRDA tests with 1024x1024 windows
+      at stride 512); None runs the whole (resized) image at once.
+    slide_stride: (width, height) step of the windows; None: half the window.
   """
 
   input_size: tuple[int, int] | None = None
   scales: tuple[float, ...] = (1.0,)
   flip: bool = False
   resize: str = resizing.DEFAULT_INTERPOLATION
+  slide_window: tuple[int, int] | None = None
+  slide_stride: tuple[int, int] | None = None
 
   def __post_init__(self):
     if not self.scales or any(s <= 0 for s in self.scales):
       raise ValueError(f"scales must be positive, got {self.scales}")
-    if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) <= 0):
-      raise ValueError(f"input_size must be (width, height) > 0, got {self.input_size}")
+    for name in ("input_size", "slide_window", "slide_stride"):
+      size = getattr(self, name)
+      if size is not None and (len(size) != 2 or min(size) <= 0):
+        raise ValueError(f"{name} must be (width, height) > 0, got {size}")
+    if self.slide_stride is not None and self.slide_window is None:
+      raise ValueError("slide_stride needs slide_window")
     IMAGE_RESIZERS.get(self.resize)
+
+  @property
+  def window_stride(self) -> tuple[int, int]:
+    """(height, width) step of the sliding windows."""
+    if self.slide_stride is not None:
+      return (self.slide_stride[1], self.slide_stride[0])
+    return (self.slide_window[1] // 2, self.slide_window[0] // 2)
 
 
 def upsample_logits(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
@@ -89,6 +109,37 @@ def upsample_logits(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     float32 [B, height, width, C].
   """
   return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=True)
+
+
+def sliding_window_logits(forward: Forward, images: tf.Tensor, window: tuple[int, int],
+                          stride: tuple[int, int]) -> tf.Tensor:
+  """mmseg `slide_inference`: the windows run as one batch (HRDA's `batched_slide`), each
+  window's logits are resized to the window (bilinear, align_corners=False, as `encode_decode`)
+  and averaged where windows overlap.
+
+  Args:
+    forward: The generator.
+    images: Caffe-preprocessed float32 [B, H, W, 3].
+    window: (height, width) of a window (the image's extent where it is smaller).
+    stride: (height, width) step.
+
+  Returns:
+    float32 [B, H, W, C] logits.
+  """
+  size = tf.shape(images)[1:3]
+  boxes = sliding_window.slide_boxes(size[0], size[1], window, stride)
+  logits = forward(sliding_window.crop_windows(images, boxes))[keys.LOGITS]
+  extent = tf.stack([boxes[0, 1] - boxes[0, 0], boxes[0, 3] - boxes[0, 2]])
+  logits = tf.image.resize(tf.cast(logits, tf.float32), extent, method="bilinear")
+  return sliding_window.merge_windows(logits, boxes[:, ::2], size)
+
+
+def _logits(forward: Forward, images: tf.Tensor, options: InferenceOptions) -> tf.Tensor:
+  if options.slide_window is None:
+    return forward(images)[keys.LOGITS]
+  return sliding_window_logits(forward, images, (options.slide_window[1],
+                                                 options.slide_window[0]),
+                               options.window_stride)
 
 
 def _model_size(images: tf.Tensor, options: InferenceOptions, scale: float) -> tf.Tensor:
@@ -125,7 +176,7 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
     scaled = images if sized else resize(images, _model_size(images, options, scale))
     for flipped in (False, True) if options.flip else (False,):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
-      logits = forward(inputs)[keys.LOGITS]
+      logits = _logits(forward, inputs, options)
       if flipped:
         logits = tf.reverse(logits, axis=[2])
       if channels is not None:

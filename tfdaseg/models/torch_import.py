@@ -311,6 +311,31 @@ def _mit_encoder(model: keras.Model, prefix: str = "") -> dict[str, keras.layers
   return encoder
 
 
+# The checkpoints DAFormer and HRDA publish are their UDA module's state dict (mmseg/models/uda/
+# uda_decorator.py, dacs.py): the student under "model.", the EMA teacher and the feature
+# distance's ImageNet copy beside it. Their tools/test.py evaluates the student (load_checkpoint
+# revise_keys ('model.', '')).
+_UDA_STUDENT = "model."
+_UDA_OTHER_NETWORKS = {"ema_model": "the EMA teacher (the student, model.*, is imported)",
+                       "imnet_model": "the feature distance's frozen ImageNet copy"}
+
+
+def uda_student(state: dict) -> dict:
+  """A DAFormer/HRDA UDA checkpoint's student ("model.*") under the segmentor's own names; other
+  state dicts pass through unchanged.
+
+  Args:
+    state: Normalised PyTorch key -> array.
+
+  Returns:
+    The renamed state dict (the teacher's and ImageNet copy's keys kept, to be dropped).
+  """
+  if not any(key.startswith(_UDA_STUDENT) for key in state):
+    return state
+  return {key[len(_UDA_STUDENT):] if key.startswith(_UDA_STUDENT) else key: value
+          for key, value in state.items()}
+
+
 def _under_hrda_head(names: tuple) -> tuple:
   return tuple((pattern, replacement.replace("decode_head.", "decode_head.head.", 1))
                for pattern, replacement in names)
@@ -332,7 +357,7 @@ def _mit_generator_layout(model: keras.Model, architecture: str) -> Layout:
                for key, why in dropped.items()}
   layers = _mit_encoder(model, "backbone.")
   layers.update(_renamed_layers(model, names))
-  return Layout(layers, frozenset(heads), dropped)
+  return Layout(layers, frozenset(heads), {**dropped, **_UDA_OTHER_NETWORKS}, rename=uda_student)
 
 
 for _architecture in MIT_GENERATORS:
