@@ -15,7 +15,8 @@ EXPECTED_CONFIGS = {
     "gta5_to_cityscapes": {"source_only", "target_only", "adaptsegnet_single",
                            "adaptsegnet_single_lsgan", "adaptsegnet_multi", "adaptsegnet_feature",
                            "advent", "advent_minent", "ass_100", "ass_200", "ass_500",
-                           "ass_1000", "ass_all", "dacs", "dacs_daformer", "daformer"},
+                           "ass_1000", "ass_all", "dacs", "dacs_daformer", "daformer", "hrda",
+                           "mic_hrda"},
     "synthia_to_cityscapes": {"source_only", "adaptsegnet_multi", "advent", "ass_100", "dacs",
                               "dacs_daformer", "daformer"},
     "synthia_to_camvid": {"adaptsegnet_multi"},
@@ -23,7 +24,8 @@ EXPECTED_CONFIGS = {
     "voc": {"supervised", "ts3_strong50", "ts3_strong0"},
 }
 # Configs named after the experiment rather than their method: name -> method.
-CONFIG_METHODS = {"finetune": "target_only", "supervised": "source_only", "daformer": "dacs"}
+CONFIG_METHODS = {"finetune": "target_only", "supervised": "source_only", "daformer": "dacs",
+                  "hrda": "dacs", "mic_hrda": "dacs"}
 
 
 def parse(*argv: str) -> train_config.TrainConfig:
@@ -148,3 +150,20 @@ def test_data_patterns_and_class_spaces_are_checked(tfrecords, tmp_path):
   labelled = parse(*base, "--method=target_only", f"--target_train={tfrecords['target_val']}")
   inputs.check_streams(labelled.streams)
   assert set(labelled.streams) == {"target"}
+
+
+@pytest.mark.parametrize("name", ["hrda", "mic_hrda"])
+def test_hrda_configs_wrap_daformer_in_hrda(name):
+  config = parse(f"--flagfile={config_path('gta5_to_cityscapes', name)}")
+  options = config.generator_options()
+  assert (config.model.model, options["hrda"]) == ("daformer_mit_b5", {"detail_crop": 512})
+  assert config.method.detail_loss_weight == 0.1 and config.method.mic == (name == "mic_hrda")
+  assert config.streams["source"].augment.crop_size == (1024, 1024)
+  assert config.rare_class_sampling.min_crop_ratio == 2.0
+
+
+def test_hrda_options_need_hrda_and_known_keys():
+  with pytest.raises(train_config.ConfigError, match="--hrda_options needs --hrda"):
+    train_config.validate(parse('--hrda_options={"detail_crop": 8}'), require_model_dir=False)
+  with pytest.raises(train_config.ConfigError, match="unknown HRDA options"):
+    train_config.validate(parse("--hrda", '--hrda_options={"crop": 8}'), require_model_dir=False)
