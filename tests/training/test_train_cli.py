@@ -17,7 +17,8 @@ import tensorflow as tf
 from absl import flags
 
 from tests.helpers import training as helpers
-from tfdaseg import train
+from tfdaseg import evaluate, train
+from tfdaseg.evaluation import reports
 from tfdaseg.run_folder import list_checkpoints, restore_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -154,3 +155,29 @@ def test_killed_runs_resume_to_the_bit_identical_weights_of_an_uninterrupted_run
   assert sorted(actual) == sorted(expected)
   different = [name for name in expected if not np.array_equal(actual[name], expected[name])]
   assert not different, f"{len(different)} of {len(expected)} tensors differ: {different[:5]}"
+
+
+def test_hrda_dacs_trains_and_evaluates_with_sliding_windows(tfrecords, tmp_path):
+  # A tiny MiT in HRDA (its EMA teacher's pseudo-labels take the sliding detail windows), two
+  # steps of DACS, then the test protocol of HRDA's configs: sliding windows over the image.
+  model_dir = str(tmp_path / "run")
+  mit = ('--model_options={"encoder_options": {"embed_dims": [4, 8, 12, 16], "num_heads": '
+         '[1, 2, 3, 4], "depths": [1, 1, 1, 1]}, "embed_dim": 8}')
+  flags_ = [f for f in helpers.TINY_TRAIN_FLAGS if not f.startswith(("--blocks", "--base_width"))]
+  helpers.run_train_main(
+      f"--flagfile={os.path.join(REPO, 'configs', 'gta5_to_cityscapes', 'hrda.cfg')}",
+      f"--model_dir={model_dir}", *(f"--{k}={v}" for k, v in tfrecords.items()), *flags_,
+      "--model=daformer_mit_b0", "--init_weights=", "--rare_class_sampling=false", mit,
+      '--hrda_options={"detail_crop": 32, "attention_embed_dim": 8}', "--input_size=64,64",
+      "--input_size_target=64,64", '--source_augment={"crop_size": [64, 64]}',
+      '--target_augment={"crop_size": [64, 64]}', "--num_steps_stop=2", "--image_summary_every=0")
+  generator, _ = restore_generator(model_dir)
+  assert {"detail_logits", "detail_box"} <= set(generator.output)
+  assert generator.get_layer("hrda_detail_windows").random_crop
+  helpers.run_cli(evaluate.main, ["tfdaseg-evaluate", f"--model_dir={model_dir}",
+                                  f"--data={tfrecords['target_val']}", "--slide_window=48,48",
+                                  "--slide_stride=16,16"])
+  with open(os.path.join(model_dir, "eval", reports.METRICS_FILE)) as f:
+    record = json.load(f)
+  assert record["num_images"] == 3 and 0.0 <= record["miou"] <= 1.0
+  assert record["options"]["slide_window"] == [48, 48]
