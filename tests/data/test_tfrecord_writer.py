@@ -139,15 +139,22 @@ def test_manifest_counts_pixels_per_storage_class(tmp_path):
   assert on_disk == manifest
 
 
-def test_interrupted_run_resumes_after_completed_shards(tmp_path):
-  mini = datasets.write_gta5(str(tmp_path / "raw"))
-  out = tmp_path / "out"
-  # A bad label in the last shard written (pairs are permuted before sharding).
+def _break_last_label(mini) -> tuple[str, bytes]:
+  """Overwrites the label of the last pair written (pairs are permuted before sharding) with
+  bytes that are no PNG; returns its path and its good bytes."""
   written = shuffle_pairs(CONVERTERS.get("gta5")(mini.root).list_pairs("train"), 0)
   label = written[-1].label
   good = open(label, "rb").read()
   with open(label, "wb") as f:
     f.write(b"not a png")
+  return label, good
+
+
+def test_interrupted_run_resumes_after_completed_shards(tmp_path):
+  mini = datasets.write_gta5(str(tmp_path / "raw"))
+  out = tmp_path / "out"
+  # A bad label in the last shard written.
+  label, good = _break_last_label(mini)
   with pytest.raises(BadFileError, match=os.path.basename(label)):
     write("gta5", mini.root, out, num_shards=3)
   # Shards 0 and 1 are complete; shard 2 left neither a shard nor a temporary file.
@@ -176,11 +183,7 @@ def test_interrupted_run_resumes_after_completed_shards(tmp_path):
 def test_shards_completed_without_per_record_counts_are_written_again(tmp_path):
   mini = datasets.write_gta5(str(tmp_path / "raw"))
   out = tmp_path / "out"
-  written = shuffle_pairs(CONVERTERS.get("gta5")(mini.root).list_pairs("train"), 0)
-  label = written[-1].label
-  good = open(label, "rb").read()
-  with open(label, "wb") as f:
-    f.write(b"not a png")
+  label, good = _break_last_label(mini)
   with pytest.raises(BadFileError):
     write("gta5", mini.root, out, num_shards=3)
   with open(label, "wb") as f:
