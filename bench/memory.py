@@ -206,7 +206,7 @@ def main(argv: list[str]) -> None:
     records.append({
         "bench": "memory", "model": f"daformer_mit_{_VARIANT.value}", "config": _CONFIG.value,
         "input_size": _INPUT_SIZE.value,
-        "batch": f"{_BATCH.value}+{_BATCH.value}", "precision": precision,
+        "batch_per_stream": _BATCH.value, "precision": precision,
         "recompute": recompute, **measured,
         "relative_to_plain": _ratio(measured, results.get((precision, False))),
         "relative_to_fp32": _ratio(measured, results.get(("fp32", recompute))),
