@@ -15,7 +15,12 @@ median and spread. The goal: >= 1.2 in fp32 and >= 2.0 in bf16 (one device, XLA 
 
 `--methods=adaptsegnet,dacs` also times other methods' steps on the same generator and batches
 (each in a worker of its own, in the same rounds); their records get `relative_to_adaptsegnet`,
-per round and as the median.
+per round and as the median. The default adds the DAFormer line, "daformer": not a method but
+configs/gta5_to_cityscapes/daformer.cfg (MiT-B5 with the DAFormer head, DACS with the EMA teacher,
+ClassMix and the ImageNet feature distance, AdamW, `--bn_mode=train` as the config has it),
+built by bench/config_step.py as `tfdaseg.train` builds it, on the same batches (batch 1 + 1 at
+`--size`, not the config's 2 + 2 at 512x512); its `relative_to_adaptsegnet` is the DAFormer
+step over the DeepLab-v2 AdaptSegNet step of the same round.
 
 Prints progress, then LAST one JSON object per configuration and one "environment" object:
   {"bench": "train_step", "method": "adaptsegnet", "precision": "fp32", "xla": false, "replicas": 1,
@@ -23,7 +28,8 @@ Prints progress, then LAST one JSON object per configuration and one "environmen
 
 Usage: python bench/train_step.py [--quick] [--rounds=3] [--steps=3] [--warmup=2]
                                   [--torch_python=PYTHON] [--bn_mode=reference]
-                                  [--deterministic=off|on|both] [--methods=adaptsegnet,dacs]
+                                  [--deterministic=off|on|both]
+                                  [--methods=adaptsegnet,daformer,dacs]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
   --torch_python: an interpreter with torch (a separate venv: `pip install torch==2.13.0 numpy`).
 """
@@ -39,6 +45,8 @@ import time
 
 from absl import app, flags, logging
 
+from config_step import (DAFORMER_CONFIG, build_step, daformer_overrides,  # bench/
+                         random_element, train_config)
 from worker_protocol import serve  # bench/, the script's folder
 
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
@@ -56,8 +64,10 @@ _DETERMINISTIC = flags.DEFINE_enum(
     "(tfdaseg.training.determinism); `both` adds a deterministic twin of every configuration "
     "and reports its cost per round.")
 _PRECISION_NAMES = flags.DEFINE_list("precisions", ["fp32", "bf16"], "Precisions timed (fp32, bf16).")
-_METHODS = flags.DEFINE_list("methods", ["adaptsegnet"], "Methods timed per configuration; the "
-                             "first is the baseline of relative_to_* (and of the torch speedups).")
+_METHODS = flags.DEFINE_list(
+    "methods", ["adaptsegnet", "daformer"], "Methods timed per configuration on DeepLab-v2, or "
+    "'daformer' (daformer.cfg's MiT-B5 DACS step); the first is the baseline of relative_to_* "
+    "(and of the torch speedups).")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration "
                               "'method,precision,xla,replicas,deterministic' as a warm worker.")
 
@@ -67,6 +77,8 @@ BATCH = 1
 # JSON name -> --mixed_precision value.
 PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16"}
 REFERENCE = "torch"
+# --methods entries that are whole configs (bench/config_step.py) -> their flagfile.
+CONFIG_LINES = {"daformer": DAFORMER_CONFIG}
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -101,30 +113,41 @@ def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
              or [d.name for d in tf.config.list_logical_devices("CPU")])[:replicas]
   strategy = (tf.distribute.OneDeviceStrategy(devices[0]) if replicas == 1
               else tf.distribute.MirroredStrategy(devices))
-  with strategy.scope():
-    generator = models.build(MODEL, num_classes=NUM_CLASSES, bn_mode=_BN_MODE.value)
-    method = methods.build(method_name, num_classes=NUM_CLASSES)
-    model = build_training_model(
-        generator, method, num_classes=NUM_CLASSES,
-        head_variables=models.split_head_variables(generator)[1],
-        head_lr_multiplier=models.head_learning_rate_multiplier(generator),
-        config=OptimizationConfig(), precision=PRECISIONS[precision], jit_compile=xla)
-  rng = np.random.default_rng(0)
-  element = {
-      stream: {"image": rng.normal(0, 50, (BATCH * replicas, height, width, 3)).astype(np.float32),
-               "label": rng.integers(0, NUM_CLASSES, (BATCH * replicas, height, width)).astype(
-                   np.int32)}
-      for stream in (methods.SOURCE, methods.TARGET)}
+  if method_name in CONFIG_LINES:
+    # The config's step as the trainer builds it; only the batches are the bench's.
+    config = train_config(CONFIG_LINES[method_name], daformer_overrides(
+        "b5", PRECISIONS[precision], batch=BATCH * replicas, xla="on" if xla else "off"))
+    _, _, step_fn = build_step(config, strategy)
+    element = random_element(config, (width, height))
+    line = {"model": config.model.model, "bn_mode": config.model.bn_mode,
+            "config": CONFIG_LINES[method_name]}
+  else:
+    with strategy.scope():
+      generator = models.build(MODEL, num_classes=NUM_CLASSES, bn_mode=_BN_MODE.value)
+      method = methods.build(method_name, num_classes=NUM_CLASSES)
+      model = build_training_model(
+          generator, method, num_classes=NUM_CLASSES,
+          head_variables=models.split_head_variables(generator)[1],
+          head_lr_multiplier=models.head_learning_rate_multiplier(generator),
+          config=OptimizationConfig(), precision=PRECISIONS[precision], jit_compile=xla)
+    rng = np.random.default_rng(0)
+    element = {
+        stream: {"image": rng.normal(0, 50, (BATCH * replicas, height, width, 3)).astype(
+                     np.float32),
+                 "label": rng.integers(0, NUM_CLASSES, (BATCH * replicas, height, width)).astype(
+                     np.int32)}
+        for stream in (methods.SOURCE, methods.TARGET)}
+    step_fn = loop.distributed_step(model, strategy, iter_size=1)
+    line = {"model": MODEL, "bn_mode": _BN_MODE.value}
   iterator = iter(strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors(element).repeat()))
-  step_fn = loop.distributed_step(model, strategy, iter_size=1)
   step = lambda: step_fn(iterator)["loss/generator_total"].numpy()
   started = time.perf_counter()
   step()
   first = time.perf_counter() - started
   for _ in range(_WARMUP.value):
     step()
-  serve(step, {"first_step_s": round(first, 2), "tensorflow": tf.__version__,
+  serve(step, {**line, "first_step_s": round(first, 2), "tensorflow": tf.__version__,
                 "keras": keras.__version__, "numpy": np.__version__,
                 "onednn_custom_ops": onednn_custom_ops_enabled(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -217,9 +240,10 @@ def main(argv: list[str]) -> None:
   print(json.dumps(info), flush=True)
   for config in configs:
     method, precision, xla, replicas, deterministic = config
-    record = {"bench": "train_step", "method": method, "model": MODEL, "size": _SIZE.value,
-              "batch": BATCH,
-              "bn_mode": _BN_MODE.value, "precision": precision, "xla": xla,
+    # What the worker built: the model, its BatchNorm mode and, for a config line, the config.
+    line = {k: v for k, v in workers[config].info.items() if k in ("model", "bn_mode", "config")}
+    record = {"bench": "train_step", "method": method, **line, "size": _SIZE.value,
+              "batch": BATCH, "precision": precision, "xla": xla,
               "replicas": replicas, "deterministic": deterministic, "rounds": _ROUNDS.value,
               "steps_per_round": _STEPS.value,
               "s_per_step_rounds": [round(m, 4) for m in medians[config]],

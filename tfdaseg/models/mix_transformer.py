@@ -21,12 +21,23 @@ attention and projection dropout are hard-coded to 0.1 (the reference's MiT uses
 uses Keras' default tanh-approximated GELU (the reference: exact); the stage LayerNorms have
 epsilon 1e-5 (reference 1e-6) and its DropPath draws from a stateful seed generator. Each of these
 breaks weight parity or the 2048x1024 evaluation, so the encoder is written here.
+
+Gradient checkpointing (`MitConfig.recompute`, ours): mmseg's ResNet backbones have `with_cp`,
+but the reference's MiT (lhoyer/DAFormer mix_transformer.py) has no such option and neither
+DAFormer's nor HRDA's configs recompute anything. With it, each block's attention and Mix-FFN run
+under `tf.recompute_grad` in training: their inner activations (queries, keys and values, the
+attention map, the 4x-wide Mix-FFN hidden maps) are recomputed in the backward pass instead of
+stored. Only those two layers are wrapped, not the whole residual pair: the block's LayerNorms,
+DropPaths and Adds stay top-level layers of the functional model, whose names the weight import
+(`tfdaseg.models.torch_import`), `without_training_randomness` and HRDA's graph walk read, so a
+model with and without recompute has the same layers, variables and checkpoints.
 """
 
 import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tfdaseg.models.dropout import DropPath
@@ -42,12 +53,18 @@ class MitConfig:
     depths: Transformer blocks per stage.
     sr_ratios: Spatial reduction of the keys and values per stage.
     mlp_ratio: Mix-FFN hidden width as a multiple of the stage's channels.
+    recompute: Gradient checkpointing (ours; the reference has none, see the module docstring):
+      in training, recompute each block's attention and Mix-FFN activations in the backward
+      pass instead of storing them. Same outputs and gradients; less memory, one more forward
+      of those layers per step. From the command line:
+      `--model_options='{"encoder_options": {"recompute": true}}'`.
   """
   embed_dims: tuple[int, int, int, int]
   num_heads: tuple[int, int, int, int] = (1, 2, 5, 8)
   depths: tuple[int, int, int, int] = (2, 2, 2, 2)
   sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1)
   mlp_ratio: int = 4
+  recompute: bool = False
 
 
 # mix_transformer.py mit_b0..mit_b5: all have qkv_bias=True, LayerNorm eps 1e-6, mlp ratio 4.
@@ -79,6 +96,15 @@ def _dense(units: int, name: str) -> keras.layers.Dense:
   return keras.layers.Dense(units, kernel_initializer=_DENSE_INIT, name=name)
 
 
+def _maybe_recomputed(forward, x, recompute: bool, training):
+  """`forward(x)`, under `tf.recompute_grad` when `recompute` and training (inference graphs
+  and exports stay plain). `forward` calls only already-built sub-layers, whose variables
+  recompute_grad finds and differentiates (it watches the variables the forward reads)."""
+  if recompute and training:
+    return tf.recompute_grad(forward)(x)
+  return forward(x)
+
+
 @keras.saving.register_keras_serializable(package="tfdaseg")
 class MixAttention(keras.layers.Layer):
   """Efficient multi-head self-attention on an NHWC map (mix_transformer.py `Attention`).
@@ -92,6 +118,7 @@ class MixAttention(keras.layers.Layer):
     dim: Channels of the input and output.
     num_heads: Attention heads (dim must divide evenly).
     sr_ratio: Spatial reduction of keys and values.
+    recompute: Recompute the activations in the backward pass (`MitConfig.recompute`).
     **kwargs: Base `keras.layers.Layer` arguments.
 
   Example:
@@ -100,11 +127,13 @@ class MixAttention(keras.layers.Layer):
     (1, 6, 10, 8)
   """
 
-  def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, **kwargs):
+  def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, recompute: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
     if dim % num_heads:
       raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
     self.dim, self.num_heads, self.sr_ratio = int(dim), int(num_heads), int(sr_ratio)
+    self.recompute = bool(recompute)
     self.q = _dense(dim, "q")
     self.kv = _dense(2 * dim, "kv")
     self.proj = _dense(dim, "proj")
@@ -123,7 +152,10 @@ class MixAttention(keras.layers.Layer):
     self.kv.build(reduced)
     self.proj.build(input_shape)
 
-  def call(self, x):
+  def call(self, x, training=None):
+    return _maybe_recomputed(self._attend, x, self.recompute, training)
+
+  def _attend(self, x):
     shape = ops.shape(x)
     batch, height, width = shape[0], shape[1], shape[2]
     head_dim = self.dim // self.num_heads
@@ -140,7 +172,8 @@ class MixAttention(keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update(dim=self.dim, num_heads=self.num_heads, sr_ratio=self.sr_ratio)
+    config.update(dim=self.dim, num_heads=self.num_heads, sr_ratio=self.sr_ratio,
+                  recompute=self.recompute)
     return config
 
 
@@ -152,12 +185,13 @@ class MixFFN(keras.layers.Layer):
   Args:
     dim: Channels of the input and output.
     hidden: Hidden channels (mlp ratio x dim).
+    recompute: Recompute the activations in the backward pass (`MitConfig.recompute`).
     **kwargs: Base `keras.layers.Layer` arguments.
   """
 
-  def __init__(self, dim: int, hidden: int, **kwargs):
+  def __init__(self, dim: int, hidden: int, recompute: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.dim, self.hidden = int(dim), int(hidden)
+    self.dim, self.hidden, self.recompute = int(dim), int(hidden), bool(recompute)
     self.fc1 = _dense(hidden, "fc1")
     self.dwconv = keras.layers.DepthwiseConv2D(3, padding="same",
                                                depthwise_initializer=_CONV_INIT, name="dwconv")
@@ -169,7 +203,10 @@ class MixFFN(keras.layers.Layer):
     self.dwconv.build(hidden_shape)
     self.fc2.build(hidden_shape)
 
-  def call(self, x):
+  def call(self, x, training=None):
+    return _maybe_recomputed(self._feed_forward, x, self.recompute, training)
+
+  def _feed_forward(self, x):
     # Exact GELU: nn.GELU's default (keras' ops.gelu defaults to the tanh approximation).
     return self.fc2(ops.gelu(self.dwconv(self.fc1(x)), approximate=False))
 
@@ -178,7 +215,7 @@ class MixFFN(keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update(dim=self.dim, hidden=self.hidden)
+    config.update(dim=self.dim, hidden=self.hidden, recompute=self.recompute)
     return config
 
 
@@ -187,13 +224,13 @@ def _layer_norm(epsilon: float, name: str) -> keras.layers.LayerNormalization:
 
 
 def _block(x, dim: int, num_heads: int, sr_ratio: int, hidden: int, drop_path: float,
-           name: str):
+           name: str, recompute: bool = False):
   """One transformer block (mix_transformer.py `Block`)."""
-  branch = MixAttention(dim, num_heads, sr_ratio, name=f"{name}_attn")(
+  branch = MixAttention(dim, num_heads, sr_ratio, recompute, name=f"{name}_attn")(
       _layer_norm(BLOCK_EPSILON, f"{name}_norm1")(x))
   x = keras.layers.Add(name=f"{name}_add1")(
       [x, DropPath(drop_path, name=f"{name}_drop_path1")(branch)])
-  branch = MixFFN(dim, hidden, name=f"{name}_mlp")(_layer_norm(BLOCK_EPSILON, f"{name}_norm2")(x))
+  branch = MixFFN(dim, hidden, recompute, name=f"{name}_mlp")(_layer_norm(BLOCK_EPSILON, f"{name}_norm2")(x))
   return keras.layers.Add(name=f"{name}_add2")(
       [x, DropPath(drop_path, name=f"{name}_drop_path2")(branch)])
 
@@ -227,7 +264,7 @@ def mix_transformer(x, config: MitConfig, drop_path_rate: float = DROP_PATH_RATE
     x = _layer_norm(TORCH_LAYER_NORM_EPSILON, f"patch_embed{stage}_norm")(x)
     for index in range(depth):
       x = _block(x, dim, heads, sr_ratio, dim * config.mlp_ratio, next(rates),
-                 name=f"block{stage}_{index}")
+                 name=f"block{stage}_{index}", recompute=config.recompute)
     x = _layer_norm(BLOCK_EPSILON, f"norm{stage}")(x)
     stages.append(x)
   return stages
