@@ -7,7 +7,9 @@ runner), scored at its last step on the target val split by the trainer's valida
 student, as DACS and DAFormer evaluate; `validation.json`). One process saves the start-up of
 TensorFlow per run, which dominates at reduced sizes. Methods:
 source-only, AdaptSegNet (multi-level), DACS, DACS + the thing-class feature distance, DACS +
-rare class sampling + FD (DAFormer's strategies, without its network), DACS + MIC. RCS's
+rare class sampling + FD (DAFormer's strategies, without its network), DACS + MIC, and
+DAFormer's network with a MiT-B0 encoder trained by DACS + RCS + FD (`configs/demo/daformer_b0.cfg`,
+from scratch: its optimiser settings are ours). RCS's
 min_pixels is DAFormer's 3000 of a 1914x1052 GTA5 label scaled to the stored size (images are
 stored at --size): 3000 * W * H / (1914 * 1052).
 
@@ -56,6 +58,8 @@ METHODS = {
     "dacs_rcs_fd": ("configs/demo/dacs.cfg", ["--rare_class_sampling",
                                                "--feature_distance_weight=0.005"]),
     "dacs_mic": ("configs/demo/dacs.cfg", ["--mic", "--mic_block_size=8"]),
+    "daformer_b0": ("configs/demo/daformer_b0.cfg", ["--rare_class_sampling",
+                                                      "--feature_distance_weight=0.005"]),
 }
 # DAFormer's rcs min_pixels (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_...py)
 # over the pixels of a GTA5 label.

@@ -5,6 +5,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from tfdaseg.models.dilated_conv import dilated_conv2d
+
 # DeepLab-v2 ASPP rates, used by AdaptSegNet / ADVENT for every head.
 DEEPLAB_V2_RATES = (6, 12, 18, 24)
 
@@ -89,7 +91,7 @@ class AsppClassifier(keras.layers.Layer):
     total = None
     for kernel, bias, rate in zip(self.kernels[:self.num_summed], self.biases, self.rates):
       padded = ops.pad(inputs, [[0, 0], [rate, rate], [rate, rate], [0, 0]])
-      out = ops.conv(padded, kernel, strides=1, padding="valid", dilation_rate=rate) + bias
+      out = dilated_conv2d(padded, kernel, rate) + bias
       total = out if total is None else total + out
     return total
 

@@ -7,6 +7,8 @@ for every input size.
 
 import keras
 
+from tfdaseg.models.dilated_conv import DilatedConv2D
+
 
 def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
                 dilation: int = 1, padding: int = 0, use_bias: bool = False):
@@ -27,6 +29,6 @@ def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
   """
   if padding:
     x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-  return keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
-                             padding="valid", use_bias=use_bias, kernel_initializer="he_normal",
-                             name=name)(x)
+  conv = DilatedConv2D if dilation > 1 else keras.layers.Conv2D
+  return conv(filters, kernel_size, strides=strides, dilation_rate=dilation, padding="valid",
+              use_bias=use_bias, kernel_initializer="he_normal", name=name)(x)

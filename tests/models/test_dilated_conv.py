@@ -1,0 +1,104 @@
+"""DilatedConv2D / dilated_conv2d: Conv2D's numbers and gradients, one kernel call with oneDNN."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
+
+from tfdaseg.models.dilated_conv import DilatedConv2D, dilated_conv2d
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _value_and_gradients(layer, images):
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    outputs = layer(images)
+    loss = tf.reduce_sum(tf.cast(outputs, tf.float32) ** 2)
+  return [outputs, *tape.gradient(loss, [images, *layer.trainable_variables])]
+
+
+def _pair(dilation: int, padding: str, dtype: str = "float32"):
+  keras.utils.set_random_seed(1)
+  plain = keras.layers.Conv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
+  dilated = DilatedConv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
+  plain.build((None, None, None, 7))
+  dilated.build((None, None, None, 7))
+  dilated.set_weights(plain.get_weights())
+  return plain, dilated
+
+
+# Dilation 24 is larger than the 6x10 map: the padded taps only (DeepLab-v2's ASPP at demo size).
+@pytest.mark.parametrize("dilation,padding", [(2, "valid"), (6, "same"), (24, "same")])
+def test_matches_conv2d_forward_and_backward(dilation, padding):
+  plain, dilated = _pair(dilation, padding)
+  size = (2, 6 + 2 * dilation, 10 + 2 * dilation, 7) if padding == "valid" else (2, 6, 10, 7)
+  images = tf.constant(np.random.default_rng(0).normal(size=size).astype(np.float32))
+  for expected, actual in zip(_value_and_gradients(plain, images),
+                              _value_and_gradients(dilated, images)):
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4,
+                               atol=1e-4 * float(np.abs(expected.numpy()).max()))
+
+
+def test_matches_conv2d_in_mixed_bfloat16():
+  plain, dilated = _pair(6, "same", dtype="mixed_bfloat16")
+  images = tf.constant(np.random.default_rng(0).normal(size=(2, 12, 12, 7)).astype(np.float32))
+  expected, actual = plain(images), dilated(images)
+  assert actual.dtype == tf.bfloat16
+  np.testing.assert_allclose(tf.cast(actual, tf.float32).numpy(),
+                             tf.cast(expected, tf.float32).numpy(), rtol=0.05, atol=0.05)
+
+
+def _graph_ops(function, *args) -> set[str]:
+  return {op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()}
+
+
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
+def test_one_kernel_call_with_onednn():
+  spec = tf.TensorSpec((2, 8, 16, 4), tf.float32)
+  kernel = tf.zeros((3, 3, 4, 3))
+  ops = _graph_ops(lambda x: dilated_conv2d(x, kernel, 12, "same"), spec)
+  assert "Conv2D" in ops and "SpaceToBatchND" not in ops
+  # Keras' own path reshuffles: what this module avoids.
+  assert "SpaceToBatchND" in _graph_ops(
+      lambda x: keras.ops.conv(x, kernel, padding="same", dilation_rate=12), spec)
+
+
+def test_falls_back_to_space_to_batch_without_onednn():
+  # TensorFlow's generic CPU Conv2D has no dilation: the one-kernel path would fail to run.
+  script = textwrap.dedent("""
+      import numpy as np, tensorflow as tf
+      from tfdaseg.models.dilated_conv import DilatedConv2D
+      layer = DilatedConv2D(3, 3, dilation_rate=6, padding="same")
+      images = tf.constant(np.ones((1, 8, 8, 2), np.float32))
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(images))
+      gradients = tape.gradient(loss, layer.trainable_variables)
+      graph = tf.function(layer).get_concrete_function(
+          tf.TensorSpec((1, 8, 8, 2), tf.float32)).graph
+      print("space_to_batch", any(op.type == "SpaceToBatchND" for op in graph.get_operations()),
+            "finite", bool(all(np.isfinite(g.numpy()).all() for g in gradients)))
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False,
+                          env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0",
+                               "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split()[-4:] == ["space_to_batch", "True", "finite", "True"]
+
+
+def test_saves_and_loads_as_itself(tmp_path):
+  inputs = keras.Input((None, None, 2))
+  model = keras.Model(inputs, DilatedConv2D(3, 3, dilation_rate=2, name="dilated")(inputs))
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  assert isinstance(loaded.get_layer("dilated"), DilatedConv2D)
+  images = np.random.default_rng(0).normal(size=(1, 9, 9, 2)).astype(np.float32)
+  np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)
