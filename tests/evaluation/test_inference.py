@@ -35,6 +35,19 @@ def test_upsampling_keeps_the_corners():
     np.testing.assert_allclose(up[0, i, j], logits.numpy()[0, i, j], rtol=1e-6)
 
 
+def test_mmseg_generators_upsample_with_half_pixel_centres():
+  images = tf.zeros([1, 8, 16, 3])
+  output_size = tf.constant([32, 64])
+  logits = _ramp_forward()(images)["logits"]
+  for align_corners in (True, False):
+    options = inference.InferenceOptions(align_corners=align_corners)
+    expected = tf.nn.softmax(tf.raw_ops.ResizeBilinear(
+        images=logits, size=output_size, align_corners=align_corners,
+        half_pixel_centers=not align_corners))
+    np.testing.assert_allclose(inference.predict_probabilities(
+        _ramp_forward(), images, options, output_size=output_size), expected, rtol=1e-6)
+
+
 def test_probabilities_at_the_output_size_from_the_input_size():
   calls = []
   images = tf.zeros([2, 20, 40, 3])

@@ -6,17 +6,26 @@ import tensorflow as tf
 
 from tfdaseg.methods import losses
 from tfdaseg.methods.base import MethodConfig, segmentation_objective
+from tfdaseg.models.output_conventions import DEEPLAB, MMSEG
 
 
-def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """nn.Upsample(mode="bilinear", align_corners=True): output i samples i * (in - 1) / (out - 1)."""
+def _align_corners_coords(n_out: int, n_in: int) -> np.ndarray:
+  if n_out == 1:
+    return np.zeros(1)
+  return np.arange(n_out) * (n_in - 1) / (n_out - 1)
+
+
+def _half_pixel_coords(n_out: int, n_in: int) -> np.ndarray:
+  # PyTorch's area_pixel_compute_source_index (align_corners=False), negative clamped to 0.
+  return np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+
+
+def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int,
+                                 align_corners: bool = True) -> np.ndarray:
+  """F.interpolate(mode="bilinear"): with align_corners output i samples
+  i * (in - 1) / (out - 1), without (i + 0.5) * in / out - 0.5."""
   _, in_h, in_w, _ = image.shape
-
-  def coords(n_out, n_in):
-    if n_out == 1:
-      return np.zeros(1)
-    return np.arange(n_out) * (n_in - 1) / (n_out - 1)
-
+  coords = _align_corners_coords if align_corners else _half_pixel_coords
   ys, xs = coords(out_h, in_h), coords(out_w, in_w)
   y0 = np.floor(ys).astype(int)
   x0 = np.floor(xs).astype(int)
@@ -35,6 +44,15 @@ def test_upsample_bilinear_matches_align_corners_formula(out_size):
   np.testing.assert_allclose(actual, expected, atol=1e-5)
   # Corner pixels map exactly onto corner pixels (what align_corners means).
   np.testing.assert_allclose(actual[:, -1, -1], image[:, -1, -1], atol=1e-6)
+
+
+@pytest.mark.parametrize("out_size", [(9, 13), (16, 24), (3, 2)])
+def test_upsample_bilinear_without_aligned_corners_matches_torch_formula(out_size):
+  image = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype(np.float32)
+  expected = numpy_upsample_align_corners(image.astype(np.float64), *out_size, align_corners=False)
+  actual = losses.upsample_bilinear(image, out_size, align_corners=False).numpy()
+  np.testing.assert_allclose(actual, expected, atol=1e-5)
+  assert np.abs(actual - losses.upsample_bilinear(image, out_size).numpy()).max() > 1e-3
 
 
 def test_upsample_bilinear_compiles_with_xla():
@@ -79,9 +97,9 @@ def test_entropy_matches_advent_formula():
 
 
 def _numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                         over_all: bool) -> float:
-  """Pixel CE after the align-corners upsampling, weighted, averaged (losses' conventions)."""
-  up = numpy_upsample_align_corners(logits, labels.shape[1], labels.shape[2])
+                         over_all: bool, align_corners: bool = True) -> float:
+  """Pixel CE after the bilinear upsampling, weighted, averaged (losses' conventions)."""
+  up = numpy_upsample_align_corners(logits, labels.shape[1], labels.shape[2], align_corners)
   log_p = up - np.log(np.exp(up).sum(-1, keepdims=True))
   valid = labels != 255
   picked = np.take_along_axis(log_p, np.where(valid, labels, 0)[..., None], -1)[..., 0]
@@ -89,8 +107,10 @@ def _numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray, weights: np.nda
   return total / (labels.size if over_all else max(valid.sum(), 1))
 
 
-@pytest.mark.parametrize("over_all", [False, True])
-def test_hrda_objective_is_fused_and_detail_crop_cross_entropy(over_all):
+# mmseg's conventions (DAFormer/HRDA): half-pixel resizing, every CE over all pixels.
+@pytest.mark.parametrize("conventions,over_all", [(DEEPLAB, False), (DEEPLAB, True),
+                                                  (MMSEG, False)])
+def test_hrda_objective_is_fused_and_detail_crop_cross_entropy(conventions, over_all):
   rng = np.random.default_rng(3)
   fused = rng.normal(size=(2, 16, 24, 4)).astype(np.float32)
   detail = rng.normal(size=(2, 16, 24, 4)).astype(np.float32)
@@ -103,17 +123,20 @@ def test_hrda_objective_is_fused_and_detail_crop_cross_entropy(over_all):
   config = MethodConfig(lambda_seg=0.0, detail_loss_weight=0.1)
   objective = segmentation_objective(outputs, tf.constant(labels), 4, config, "mix",
                                      pixel_weights=tf.constant(weights),
-                                     average_over_all_pixels=over_all)
+                                     average_over_all_pixels=over_all, conventions=conventions)
   assert sorted(objective.losses) == ["mix_detail", "mix_main"]
   y1, y2, x1, x2 = box
-  expected = (0.9 * _numpy_cross_entropy(fused, labels, weights, over_all)
+  over_all = over_all or conventions.average_over_all_pixels
+  aligned = conventions.align_corners
+  expected = (0.9 * _numpy_cross_entropy(fused, labels, weights, over_all, aligned)
               + 0.1 * _numpy_cross_entropy(detail[:, y1 // 4:y2 // 4, x1 // 4:x2 // 4],
                                            labels[:, y1:y2, x1:x2], weights[:, y1:y2, x1:x2],
-                                           over_all))
+                                           over_all, aligned))
   assert float(objective.total()) == pytest.approx(expected, rel=1e-5)
   # Without a detail branch: CE(logits) alone, weight 1.
   plain = segmentation_objective({"logits": tf.constant(fused)}, tf.constant(labels), 4, config,
-                                 "seg", "source")
+                                 "seg", "source", conventions=conventions)
   assert sorted(plain.losses) == ["seg_main_source"]
-  assert float(plain.total()) == pytest.approx(
-      _numpy_cross_entropy(fused, labels, np.ones_like(weights), False), rel=1e-5)
+  assert float(plain.total()) == pytest.approx(_numpy_cross_entropy(
+      fused, labels, np.ones_like(weights), conventions.average_over_all_pixels, aligned),
+      rel=1e-5)

@@ -10,6 +10,7 @@ from tfdaseg.data import labels
 from tfdaseg.data.resizing import DEFAULT_INTERPOLATION
 from tfdaseg.evaluation.inference import IMAGE_RESIZERS, InferenceOptions
 from tfdaseg.evaluation.loading import MODEL_SOURCES, LoadedModel, load_model
+from tfdaseg.models.output_conventions import output_conventions
 
 flags.DEFINE_string("model_dir", None, "A training run's folder (generator.json + checkpoints).")
 flags.DEFINE_string("checkpoint", None, "With --model_dir: a checkpoint prefix instead of the "
@@ -87,6 +88,9 @@ def inference_options_from_flags(model: LoadedModel) -> InferenceOptions:
       resize=FLAGS.resize,
       slide_window=_parse_size(FLAGS.slide_window, "slide_window"),
       slide_stride=_parse_size(FLAGS.slide_stride, "slide_stride"),
+      # A SavedModel holds its own options; the others follow the generator's family.
+      align_corners=(True if model.generator is None
+                     else output_conventions(model.generator).align_corners),
   )
 
 

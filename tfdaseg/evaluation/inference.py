@@ -70,6 +70,9 @@ class InferenceOptions:
       where they overlap (mmseg's `test_cfg mode='slide'`: HRDA tests with 1024x1024 windows
       at stride 512); None runs the whole (resized) image at once.
     slide_stride: (width, height) step of the windows; None: half the window.
+    align_corners: How logits are upsampled to the output size: with aligned corners as the
+      DeepLab-v2 references' nn.Upsample, or half-pixel centres as mmseg's `resize` (DAFormer,
+      HRDA); `models.output_conventions(generator).align_corners`.
   """
 
   input_size: tuple[int, int] | None = None
@@ -78,6 +81,7 @@ class InferenceOptions:
   resize: str = resizing.DEFAULT_INTERPOLATION
   slide_window: tuple[int, int] | None = None
   slide_stride: tuple[int, int] | None = None
+  align_corners: bool = True
 
   def __post_init__(self):
     if not self.scales or any(s <= 0 for s in self.scales):
@@ -98,17 +102,21 @@ class InferenceOptions:
     return (self.slide_window[1] // 2, self.slide_window[0] // 2)
 
 
-def upsample_logits(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """Bilinear upsampling with aligned corners, as the reference's nn.Upsample(align_corners=True).
+def upsample_logits(logits: tf.Tensor, size: tf.Tensor, align_corners: bool = True) -> tf.Tensor:
+  """Bilinear upsampling as PyTorch's: with aligned corners, as AdaptSegNet's
+  evaluate_cityscapes.py nn.Upsample(align_corners=True), or without, as mmseg's test-time
+  `resize` to the original shape.
 
   Args:
     logits: float [B, h, w, C].
     size: int32 [2]: the (height, width) to reach.
+    align_corners: The mode.
 
   Returns:
     float32 [B, height, width, C].
   """
-  return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=True)
+  return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=align_corners,
+                                   half_pixel_centers=not align_corners)
 
 
 def sliding_window_logits(forward: Forward, images: tf.Tensor, window: tuple[int, int],
@@ -181,7 +189,8 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
         logits = tf.reverse(logits, axis=[2])
       if channels is not None:
         logits = tf.gather(logits, list(channels), axis=-1)
-      probabilities = tf.nn.softmax(upsample_logits(tf.cast(logits, tf.float32), output_size))
+      probabilities = tf.nn.softmax(upsample_logits(tf.cast(logits, tf.float32), output_size,
+                                                    options.align_corners))
       total = probabilities if total is None else total + probabilities
   passes = len(options.scales) * (2 if options.flip else 1)
   return total / passes if passes > 1 else total

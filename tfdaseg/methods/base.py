@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
 from tfdaseg.models.dropout import without_training_randomness
+from tfdaseg.models.output_conventions import OutputConventions, output_conventions
 from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
@@ -260,7 +261,8 @@ def segmentation_objective(outputs: Mapping[str, tf.Tensor], labels: tf.Tensor,
                            num_classes: int, config: MethodConfig, prefix: str,
                            suffix: str = "", pixel_weights: tf.Tensor | None = None,
                            average_over_all_pixels: bool = False,
-                           weight: Weight = 1.0) -> Objective:
+                           weight: Weight = 1.0, *,
+                           conventions: OutputConventions) -> Objective:
   """The generator's cross-entropy on one labelled batch, over all its heads.
 
   CE(logits), + lambda_seg * CE(aux_logits) when lambda_seg (the reference's multi-level loss),
@@ -277,8 +279,10 @@ def segmentation_objective(outputs: Mapping[str, tf.Tensor], labels: tf.Tensor,
     prefix: Loss-name prefix: terms are "{prefix}_main", "_aux", "_detail" (+ "_{suffix}").
     suffix: Loss-name suffix (the stream), or "".
     pixel_weights: Optional float32 [B, H, W].
-    average_over_all_pixels: `losses.segmentation_loss`'s averaging.
+    average_over_all_pixels: `losses.segmentation_loss`'s averaging (always on where the
+      generator's `conventions` average over all pixels).
     weight: Weight of the whole objective.
+    conventions: The generator's resize and averaging conventions (`StepContext.conventions`).
 
   Returns:
     The objective.
@@ -287,7 +291,8 @@ def segmentation_objective(outputs: Mapping[str, tf.Tensor], labels: tf.Tensor,
           head_weights: tf.Tensor | None, head_weight: Weight) -> None:
     objective.add_loss("_".join(filter(None, (prefix, head, suffix))), losses.segmentation_loss(
         logits, head_labels, num_classes, pixel_weights=head_weights,
-        average_over_all_pixels=average_over_all_pixels), head_weight * weight)
+        average_over_all_pixels=average_over_all_pixels or conventions.average_over_all_pixels,
+        align_corners=conventions.align_corners), head_weight * weight)
 
   objective = Objective()
   detail = keys.DETAIL_LOGITS in outputs
@@ -326,6 +331,11 @@ class StepContext:
     self.seed = seed
     self._memo: dict[tuple, Any] = {}
 
+  @property
+  def conventions(self) -> OutputConventions:
+    """The generator family's resize and CE-averaging conventions."""
+    return output_conventions(self.networks[GENERATOR])
+
   def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
     """Returns `compute()`, computed once per step for `key` (shared by several losses)."""
     if key not in self._memo:
@@ -363,12 +373,13 @@ class StepContext:
   def upsampled_logits(self, stream: str, key: str = keys.LOGITS) -> tf.Tensor:
     """The generator's `key` output on `stream`, upsampled to the stream's image size.
 
-    The reference upsamples every prediction to the input size (nn.Upsample, bilinear,
-    align_corners=True) before its losses and discriminators.
+    The references upsample every prediction to the input size (bilinear, aligned corners in
+    the DeepLab-v2 ones: `self.conventions`) before their losses and discriminators.
     """
     def compute():
       size = tf.shape(self.batch[stream]["image"])[1:3]
-      return losses.upsample_bilinear(self.outputs(stream)[key], size)
+      return losses.upsample_bilinear(self.outputs(stream)[key], size,
+                                      self.conventions.align_corners)
     return self.memo(("upsampled", stream, key), compute)
 
   def probabilities(self, stream: str, key: str = keys.LOGITS) -> tf.Tensor:
@@ -448,7 +459,8 @@ class Method:
     for stream in self.labelled_streams:
       objective = objective.merge(segmentation_objective(
           ctx.outputs(stream), ctx.batch[stream]["label"], ctx.num_classes, self.config, "seg",
-          stream, pixel_weights=(pixel_weights or {}).get(stream)))
+          stream, pixel_weights=(pixel_weights or {}).get(stream),
+          conventions=ctx.conventions))
     return objective
 
   def adaptation_objective(self, ctx: StepContext) -> Objective:

@@ -5,26 +5,30 @@ import tensorflow as tf
 from tfdaseg.data.labels import IGNORE_ID
 
 
-def upsample_bilinear(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """Bilinear resize with aligned corners, as the reference's nn.Upsample(align_corners=True).
+def upsample_bilinear(images: tf.Tensor, size: tf.Tensor, align_corners: bool = True) -> tf.Tensor:
+  """Bilinear resize as PyTorch's, with aligned corners by default (DeepLab-v2 references).
 
-  Output pixel i samples input position i * (in - 1) / (out - 1) (corner pixels map to corner
-  pixels); `tf.image.resize` has no such mode, the raw op has.
+  With aligned corners output pixel i samples input position i * (in - 1) / (out - 1) (corner
+  pixels map to corner pixels; `tf.image.resize` has no such mode, the raw op has); without,
+  (i + 0.5) * in / out - 0.5, F.interpolate(align_corners=False) as mmseg's `resize`.
 
   Args:
     images: [B, H, W, C] tensor (cast to float32).
     size: (height, width) of the output.
+    align_corners: The resize mode (`models.output_conventions`).
 
   Returns:
     float32 [B, height, width, C].
   """
   return tf.raw_ops.ResizeBilinear(images=tf.cast(images, tf.float32), size=size,
-                                   align_corners=True, half_pixel_centers=False)
+                                   align_corners=align_corners,
+                                   half_pixel_centers=not align_corners)
 
 
 def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int,
                       pixel_weights: tf.Tensor | None = None,
-                      average_over_all_pixels: bool = False) -> tf.Tensor:
+                      average_over_all_pixels: bool = False,
+                      align_corners: bool = True) -> tf.Tensor:
   """Pixel cross-entropy averaged over labelled pixels (the reference's CrossEntropy2d).
 
   Args:
@@ -36,12 +40,13 @@ def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int,
     average_over_all_pixels: Divide by all pixels instead of the labelled ones, as DACS's
       CrossEntropyLoss2dPixelWiseWeighted (torch.mean over ignored pixels too) and mmseg's
       weighted CE do.
+    align_corners: `upsample_bilinear`'s mode.
 
   Returns:
     float32 scalar; 0 when no pixel is labelled (as the reference returns zeros then).
   """
   labels = tf.cast(labels, tf.int32)
-  logits = upsample_bilinear(logits, tf.shape(labels)[1:3])
+  logits = upsample_bilinear(logits, tf.shape(labels)[1:3], align_corners)
   valid = (labels >= 0) & (labels < num_classes) & (labels != IGNORE_ID)
   per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.where(valid, labels, 0), logits=logits)

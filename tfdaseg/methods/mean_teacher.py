@@ -90,7 +90,8 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
                           teacher: str = TEACHER) -> tuple[tf.Tensor, tf.Tensor]:
   """The teacher's pseudo-labels of the un-augmented target images and their weights.
 
-  Logits upsampled to the image size (DACS trainUDA.py:418 `interp`), softmax argmax, the
+  Logits upsampled to the image size (DACS trainUDA.py:418 `interp`; DAFormer's `encode_decode`
+  without aligned corners: `ctx.conventions`), softmax argmax, the
   quality weight broadcast over the pixels, the ignored rows at weight 0 (DAFormer
   dacs.py:264-286). Memoised: DACS and MIC share them.
 
@@ -105,7 +106,7 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
   def compute():
     images = ctx.batch[TARGET]["image"]
     logits = ctx.outputs(TARGET, teacher, training=config.teacher_training_mode)[keys.LOGITS]
-    logits = losses.upsample_bilinear(logits, tf.shape(images)[1:3])
+    logits = losses.upsample_bilinear(logits, tf.shape(images)[1:3], ctx.conventions.align_corners)
     labels, confidence = self_training.pseudo_labels(logits)
     weights = self_training.quality_weight(confidence, config.pseudo_threshold,
                                            config.quality_scope)
@@ -139,7 +140,7 @@ def weighted_segmentation_objective(ctx: StepContext, name: str, images: tf.Tens
   outputs = ctx.forward(GENERATOR, images, key=f"student:{name}")
   return segmentation_objective(outputs, labels, ctx.num_classes, config, name,
                                 pixel_weights=weights, average_over_all_pixels=True,
-                                weight=weight)
+                                weight=weight, conventions=ctx.conventions)
 
 
 def masked_consistency_objective(ctx: StepContext, config: MaskedConsistencyConfig,

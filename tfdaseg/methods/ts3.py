@@ -203,7 +203,8 @@ class Ts3(Method):
     for name, target in (("strong", strong_labels), ("coarse", coarse)):
       objective = objective.merge(segmentation_objective(
           logits, target, self.num_classes, self.config, "seg", name,
-          weight=1.0 if name == "strong" else self._coarse_weight(ctx)))
+          weight=1.0 if name == "strong" else self._coarse_weight(ctx),
+          conventions=ctx.conventions))
     fake = ctx.discriminate(DISCRIMINATOR, self._discriminator_input(
         ctx, ctx.probabilities(SOURCE)))
     looks_real = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(

@@ -12,5 +12,6 @@ from tfdaseg.models.class_wise_discriminator import PerClassDense  # noqa: F401
 from tfdaseg.models.head_variables import (  # noqa: F401
     head_learning_rate_multiplier, no_decay_variables, split_head_variables)
 from tfdaseg.models.imagenet_init import load_imagenet_weights  # noqa: F401
+from tfdaseg.models.output_conventions import OutputConventions, output_conventions  # noqa: F401
 from tfdaseg.models.pooling import CeilModeMaxPooling2D  # noqa: F401
 from tfdaseg.models.registry import MODELS, build  # noqa: F401

@@ -24,6 +24,7 @@ from absl import logging
 
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
+from tfdaseg.models.output_conventions import output_conventions
 from tfdaseg.training import summaries, validation
 from tfdaseg.training.model import DomainAdaptationModel
 from tfdaseg.training.strategies import is_chief
@@ -154,8 +155,9 @@ def _write_preview(writer: tf.summary.SummaryWriter, model: DomainAdaptationMode
   for batch in preview.batch.values():
     labels = batch["label"]
     logits = model.generator(batch["image"], training=False)[keys.LOGITS]
-    predictions = tf.argmax(losses.upsample_bilinear(logits, tf.shape(labels)[1:3]), axis=-1,
-                            output_type=tf.int32)
+    predictions = tf.argmax(losses.upsample_bilinear(
+        logits, tf.shape(labels)[1:3], output_conventions(model.generator).align_corners),
+        axis=-1, output_type=tf.int32)
     for i in range(int(tf.shape(labels)[0])):
       rows.append({"image": batch["image"][i], "label": labels[i], "prediction": predictions[i]})
   panel = tuple(int(d) for d in tf.shape(rows[-1]["label"])[:2])

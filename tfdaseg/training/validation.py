@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfdaseg.data.labels import ClassSet
 from tfdaseg.evaluation import inference, metrics
+from tfdaseg.models.output_conventions import output_conventions
 from tfdaseg.utils.files import atomic_write_json, read_json
 
 VALIDATION_LOG = "validation.json"
@@ -35,7 +36,8 @@ class Validator:
   def __call__(self, generator: keras.Model) -> dict:
     """Returns `metrics.summarise` of the generator's predictions over the dataset."""
     num_classes = self.class_set.num_classes
-    options = inference.InferenceOptions()
+    options = inference.InferenceOptions(
+        align_corners=output_conventions(generator).align_corners)
 
     # Validation images may differ in size: relax shapes instead of tracing per size.
     @tf.function(reduce_retracing=True)
