@@ -68,7 +68,10 @@ class ModelConfig:
   aspp_compat: str = field("adaptsegnet", "Classifier heads: 'adaptsegnet' sums rates 6,12 (the "
                            "AdaptSegNet code and checkpoints), 'full' sums 6/12/18/24 (ADVENT).",
                            choices=("adaptsegnet", "full"))
-  model_options: dict = field({}, "JSON dict of further generator build options.")
+  model_options: dict = field(
+      {}, "JSON dict of further generator build options, e.g. for a MiT generator "
+      '\'{"embed_dim": 64, "drop_path_rate": 0.1, "encoder_options": {"recompute": true}}\' '
+      "(the registered factory's arguments; encoder_options: MitConfig fields).")
   hrda: bool = field(False, "HRDA (Hoyer et al., ECCV 2022) around a MiT generator: a context "
                      "view at half resolution and a full-resolution detail window (random in "
                      "training, sliding otherwise), fused by a learned scale attention; the "
