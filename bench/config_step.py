@@ -15,6 +15,24 @@ from absl import flags
 # The repository root: configs are named relative to it.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAFORMER_CONFIG = "configs/gta5_to_cityscapes/daformer.cfg"
+HRDA_CONFIG = "configs/gta5_to_cityscapes/hrda.cfg"
+
+
+def hrda_overrides(size: tuple[int, int]) -> list[str]:
+  """hrda.cfg's detail window scaled to a bench crop of `size` (width, height).
+
+  HRDA's detail window is half its 1024x1024 crop per side (512); on smaller bench crops it
+  keeps that share, rounded down to HRDA's crop_coord_divisible 8.
+
+  Args:
+    size: (width, height) of the crop the step trains on.
+
+  Returns:
+    The `--hrda_options` flag.
+  """
+  width, height = size
+  crop = [max(8, height // 2 // 8 * 8), max(8, width // 2 // 8 * 8)]
+  return [f'--hrda_options={{"detail_crop": [{crop[0]}, {crop[1]}]}}']
 
 
 def daformer_overrides(variant: str = "b5", precision: str = "none", recompute: bool = False,

@@ -20,7 +20,9 @@ configs/gta5_to_cityscapes/daformer.cfg (MiT-B5 with the DAFormer head, DACS wit
 ClassMix and the ImageNet feature distance, AdamW, `--bn_mode=train` as the config has it),
 built by bench/config_step.py as `tfdaseg.train` builds it, on the same batches (batch 1 + 1 at
 `--size`, not the config's 2 + 2 at 512x512); its `relative_to_adaptsegnet` is the DAFormer
-step over the DeepLab-v2 AdaptSegNet step of the same round.
+step over the DeepLab-v2 AdaptSegNet step of the same round. "hrda" (not in the default: its
+first step traces two views of MiT-B5) is configs/gta5_to_cityscapes/hrda.cfg the same way, its
+detail window half the bench crop per side (HRDA's 512 of 1024; `config_step.hrda_overrides`).
 
 Prints progress, then LAST one JSON object per configuration and one "environment" object:
   {"bench": "train_step", "method": "adaptsegnet", "precision": "fp32", "xla": false, "replicas": 1,
@@ -29,7 +31,7 @@ Prints progress, then LAST one JSON object per configuration and one "environmen
 Usage: python bench/train_step.py [--quick] [--rounds=3] [--steps=3] [--warmup=2]
                                   [--torch_python=PYTHON] [--bn_mode=reference]
                                   [--deterministic=off|on|both]
-                                  [--methods=adaptsegnet,daformer,dacs]
+                                  [--methods=adaptsegnet,daformer,hrda,dacs]
   --quick: fp32 and mixed_bfloat16, XLA off, one device.
   --torch_python: an interpreter with torch (a separate venv: `pip install torch==2.13.0 numpy`).
 """
@@ -45,8 +47,8 @@ import time
 
 from absl import app, flags, logging
 
-from config_step import (DAFORMER_CONFIG, build_step, daformer_overrides,  # bench/
-                         random_element, train_config)
+from config_step import (DAFORMER_CONFIG, HRDA_CONFIG, build_step,  # bench/
+                         daformer_overrides, hrda_overrides, random_element, train_config)
 from worker_protocol import serve  # bench/, the script's folder
 
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
@@ -66,7 +68,8 @@ _DETERMINISTIC = flags.DEFINE_enum(
 _PRECISION_NAMES = flags.DEFINE_list("precisions", ["fp32", "bf16"], "Precisions timed (fp32, bf16).")
 _METHODS = flags.DEFINE_list(
     "methods", ["adaptsegnet", "daformer"], "Methods timed per configuration on DeepLab-v2, or "
-    "'daformer' (daformer.cfg's MiT-B5 DACS step); the first is the baseline of relative_to_* "
+    "'daformer' / 'hrda' (daformer.cfg's / hrda.cfg's MiT-B5 DACS step); the first is the "
+    "baseline of relative_to_* "
     "(and of the torch speedups).")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration "
                               "'method,precision,xla,replicas,deterministic' as a warm worker.")
@@ -78,7 +81,9 @@ BATCH = 1
 PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16"}
 REFERENCE = "torch"
 # --methods entries that are whole configs (bench/config_step.py) -> their flagfile.
-CONFIG_LINES = {"daformer": DAFORMER_CONFIG}
+# The HRDA line needs its detail window scaled to the bench's crop.
+CONFIG_LINES = {"daformer": (DAFORMER_CONFIG, lambda size: []),
+                "hrda": (HRDA_CONFIG, hrda_overrides)}
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -115,12 +120,14 @@ def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
               else tf.distribute.MirroredStrategy(devices))
   if method_name in CONFIG_LINES:
     # The config's step as the trainer builds it; only the batches are the bench's.
-    config = train_config(CONFIG_LINES[method_name], daformer_overrides(
-        "b5", PRECISIONS[precision], batch=BATCH * replicas, xla="on" if xla else "off"))
+    flagfile, size_overrides = CONFIG_LINES[method_name]
+    config = train_config(flagfile, daformer_overrides(
+        "b5", PRECISIONS[precision], batch=BATCH * replicas, xla="on" if xla else "off")
+        + size_overrides((width, height)))
     _, _, step_fn = build_step(config, strategy)
     element = random_element(config, (width, height))
     line = {"model": config.model.model, "bn_mode": config.model.bn_mode,
-            "config": CONFIG_LINES[method_name]}
+            "config": flagfile}
   else:
     with strategy.scope():
       generator = models.build(MODEL, num_classes=NUM_CLASSES, bn_mode=_BN_MODE.value)
