@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tfdaseg.methods import losses
 from tfdaseg.methods.base import MethodConfig, segmentation_objective
-from tfdaseg.models.output_conventions import DEEPLAB, MMSEG
+from tfdaseg.models.output_conventions import DEEPLAB, MMSEG, upsample_bilinear
 
 
 def _align_corners_coords(n_out: int, n_in: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def numpy_upsample_align_corners(image: np.ndarray, out_h: int, out_w: int,
 def test_upsample_bilinear_matches_align_corners_formula(out_size):
   image = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype(np.float32)
   expected = numpy_upsample_align_corners(image.astype(np.float64), *out_size)
-  actual = losses.upsample_bilinear(image, out_size).numpy()
+  actual = upsample_bilinear(image, out_size).numpy()
   np.testing.assert_allclose(actual, expected, atol=1e-5)
   # Corner pixels map exactly onto corner pixels (what align_corners means).
   np.testing.assert_allclose(actual[:, -1, -1], image[:, -1, -1], atol=1e-6)
@@ -50,15 +50,15 @@ def test_upsample_bilinear_matches_align_corners_formula(out_size):
 def test_upsample_bilinear_without_aligned_corners_matches_torch_formula(out_size):
   image = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype(np.float32)
   expected = numpy_upsample_align_corners(image.astype(np.float64), *out_size, align_corners=False)
-  actual = losses.upsample_bilinear(image, out_size, align_corners=False).numpy()
+  actual = upsample_bilinear(image, out_size, align_corners=False).numpy()
   np.testing.assert_allclose(actual, expected, atol=1e-5)
-  assert np.abs(actual - losses.upsample_bilinear(image, out_size).numpy()).max() > 1e-3
+  assert np.abs(actual - upsample_bilinear(image, out_size).numpy()).max() > 1e-3
 
 
 def test_upsample_bilinear_compiles_with_xla():
   image = tf.random.normal([1, 5, 7, 2])
-  compiled = tf.function(lambda x: losses.upsample_bilinear(x, [11, 9]), jit_compile=True)
-  np.testing.assert_allclose(compiled(image), losses.upsample_bilinear(image, [11, 9]),
+  compiled = tf.function(lambda x: upsample_bilinear(x, [11, 9]), jit_compile=True)
+  np.testing.assert_allclose(compiled(image), upsample_bilinear(image, [11, 9]),
                              atol=1e-5)
 
 

@@ -10,9 +10,10 @@ from absl import flags
 
 from tests.helpers import training as helpers
 from tfdaseg import methods
-from tfdaseg.methods import losses, mean_teacher, self_training
+from tfdaseg.methods import mean_teacher, self_training
 from tfdaseg.methods.base import StepContext
 from tfdaseg.models import outputs
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.training import config as train_config
 from tfdaseg.utils.config_fields import ConfigError
 
@@ -112,7 +113,7 @@ def test_dacs_mixes_labels_pseudo_labels_and_weights_with_one_mask():
                                       helpers.NUM_CLASSES).numpy()
   assert 0 < mask.mean() < 1
   teacher = ctx.networks["teacher"](tf.constant(target["image"]), training=True)
-  logits = losses.upsample_bilinear(teacher[outputs.LOGITS], [32, 32]).numpy()
+  logits = upsample_bilinear(teacher[outputs.LOGITS], [32, 32]).numpy()
   probabilities = tf.nn.softmax(logits).numpy()
   quality = np.mean(probabilities.max(-1) >= 0.4)
   np.testing.assert_array_equal(labels, np.where(mask, source["label"], logits.argmax(-1)))

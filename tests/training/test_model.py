@@ -9,6 +9,7 @@ from tests.helpers import training as helpers
 from tfdaseg import methods
 from tfdaseg.methods import gan_losses
 from tfdaseg.methods import losses
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.training.model import build_networks
 from tfdaseg.utils.config_fields import ConfigError
 
@@ -31,7 +32,7 @@ def reference_gradients(model, batch):
       tf.fill(tf.shape(logits), label), logits))
   def softmax_maps(out, image):
     size = tf.shape(image)[1:3]
-    return {level: tf.nn.softmax(losses.upsample_bilinear(out[key], size))
+    return {level: tf.nn.softmax(upsample_bilinear(out[key], size))
             for level, key in (("aux", "aux_logits"), ("main", "logits"))}
   with tf.GradientTape() as tape:
     src = g(batch["source"]["image"], training=True)

@@ -23,6 +23,7 @@ from tfdaseg.data import resizing
 from tfdaseg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess
 from tfdaseg.models import outputs as keys
 from tfdaseg.models import sliding_window
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.registry import Registry
 
 # Callable: caffe-preprocessed float32 images [B, H, W, 3] -> the generator's output dict.
@@ -102,23 +103,6 @@ class InferenceOptions:
     return (self.slide_window[1] // 2, self.slide_window[0] // 2)
 
 
-def upsample_logits(logits: tf.Tensor, size: tf.Tensor, align_corners: bool = True) -> tf.Tensor:
-  """Bilinear upsampling as PyTorch's: with aligned corners, as AdaptSegNet's
-  evaluate_cityscapes.py nn.Upsample(align_corners=True), or without, as mmseg's test-time
-  `resize` to the original shape.
-
-  Args:
-    logits: float [B, h, w, C].
-    size: int32 [2]: the (height, width) to reach.
-    align_corners: The mode.
-
-  Returns:
-    float32 [B, height, width, C].
-  """
-  return tf.raw_ops.ResizeBilinear(images=logits, size=size, align_corners=align_corners,
-                                   half_pixel_centers=not align_corners)
-
-
 def sliding_window_logits(forward: Forward, images: tf.Tensor, window: tuple[int, int],
                           stride: tuple[int, int]) -> tf.Tensor:
   """mmseg `slide_inference`: the windows run as one batch (HRDA's `batched_slide`), each
@@ -189,7 +173,7 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
         logits = tf.reverse(logits, axis=[2])
       if channels is not None:
         logits = tf.gather(logits, list(channels), axis=-1)
-      probabilities = tf.nn.softmax(upsample_logits(tf.cast(logits, tf.float32), output_size,
+      probabilities = tf.nn.softmax(upsample_bilinear(tf.cast(logits, tf.float32), output_size,
                                                     options.align_corners))
       total = probabilities if total is None else total + probabilities
   passes = len(options.scales) * (2 if options.flip else 1)

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
 from tfdaseg.models.dropout import without_training_randomness
-from tfdaseg.models.output_conventions import OutputConventions, output_conventions
+from tfdaseg.models.output_conventions import OutputConventions, output_conventions, upsample_bilinear
 from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
@@ -378,7 +378,7 @@ class StepContext:
     """
     def compute():
       size = tf.shape(self.batch[stream]["image"])[1:3]
-      return losses.upsample_bilinear(self.outputs(stream)[key], size,
+      return upsample_bilinear(self.outputs(stream)[key], size,
                                       self.conventions.align_corners)
     return self.memo(("upsampled", stream, key), compute)
 

@@ -3,26 +3,7 @@
 import tensorflow as tf
 
 from tfdaseg.data.labels import IGNORE_ID
-
-
-def upsample_bilinear(images: tf.Tensor, size: tf.Tensor, align_corners: bool = True) -> tf.Tensor:
-  """Bilinear resize as PyTorch's, with aligned corners by default (DeepLab-v2 references).
-
-  With aligned corners output pixel i samples input position i * (in - 1) / (out - 1) (corner
-  pixels map to corner pixels; `tf.image.resize` has no such mode, the raw op has); without,
-  (i + 0.5) * in / out - 0.5, F.interpolate(align_corners=False) as mmseg's `resize`.
-
-  Args:
-    images: [B, H, W, C] tensor (cast to float32).
-    size: (height, width) of the output.
-    align_corners: The resize mode (`models.output_conventions`).
-
-  Returns:
-    float32 [B, height, width, C].
-  """
-  return tf.raw_ops.ResizeBilinear(images=tf.cast(images, tf.float32), size=size,
-                                   align_corners=align_corners,
-                                   half_pixel_centers=not align_corners)
+from tfdaseg.models.output_conventions import upsample_bilinear
 
 
 def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, num_classes: int,

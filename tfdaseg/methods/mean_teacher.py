@@ -11,10 +11,11 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfdaseg.methods import augmentations, losses, self_training
+from tfdaseg.methods import augmentations, self_training
 from tfdaseg.methods.base import (GENERATOR, TARGET, MethodConfig, Objective, StepContext,
                                   Weight, segmentation_objective)
 from tfdaseg.models import outputs as keys
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.utils.config_fields import field
 
 TEACHER = "teacher"
@@ -106,7 +107,7 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
   def compute():
     images = ctx.batch[TARGET]["image"]
     logits = ctx.outputs(TARGET, teacher, training=config.teacher_training_mode)[keys.LOGITS]
-    logits = losses.upsample_bilinear(logits, tf.shape(images)[1:3], ctx.conventions.align_corners)
+    logits = upsample_bilinear(logits, tf.shape(images)[1:3], ctx.conventions.align_corners)
     labels, confidence = self_training.pseudo_labels(logits)
     weights = self_training.quality_weight(confidence, config.pseudo_threshold,
                                            config.quality_scope)

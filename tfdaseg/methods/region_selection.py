@@ -32,8 +32,8 @@ from tfdaseg.methods import cells, gan_losses
 from tfdaseg.methods.base import (LABELLED_TARGET, LOGITS, SOURCE, TARGET, Method, MethodConfig,
                                   NetworkContext, NetworkSpec, Objective, OptimizerSpec,
                                   StepContext, StreamSpec)
-from tfdaseg.methods.losses import upsample_bilinear
 from tfdaseg.methods.registry import METHODS
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.utils.config_fields import field
 
 WEIGHTING = "weighting"

@@ -36,12 +36,12 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tfdaseg.methods import losses
 from tfdaseg.methods.base import (SOURCE, Method, MethodConfig, NetworkSpec, Objective,
                                   OptimizerSpec, StepContext, StreamSpec,
                                   segmentation_objective)
 from tfdaseg.methods.registry import METHODS
 from tfdaseg.models import outputs
+from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.utils.config_fields import ConfigError, field
 
 LNET = "lnet"
@@ -173,7 +173,7 @@ class Ts3(Method):
     def compute():
       features = tf.stop_gradient(ctx.outputs(SOURCE)[outputs.FEATURES])
       maps = ctx.discriminate(LNET, features)
-      return losses.upsample_bilinear(maps, tf.shape(ctx.batch[SOURCE]["label"])[1:3])
+      return upsample_bilinear(maps, tf.shape(ctx.batch[SOURCE]["label"])[1:3])
     return ctx.memo(("ts3", "lnet"), compute)
 
   def coarse_labels(self, ctx: StepContext) -> tf.Tensor:

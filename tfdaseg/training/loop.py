@@ -22,9 +22,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
-from tfdaseg.models.output_conventions import output_conventions
+from tfdaseg.models.output_conventions import output_conventions, upsample_bilinear
 from tfdaseg.training import summaries, validation
 from tfdaseg.training.model import DomainAdaptationModel
 from tfdaseg.training.strategies import is_chief
@@ -155,7 +154,7 @@ def _write_preview(writer: tf.summary.SummaryWriter, model: DomainAdaptationMode
   for batch in preview.batch.values():
     labels = batch["label"]
     logits = model.generator(batch["image"], training=False)[keys.LOGITS]
-    predictions = tf.argmax(losses.upsample_bilinear(
+    predictions = tf.argmax(upsample_bilinear(
         logits, tf.shape(labels)[1:3], output_conventions(model.generator).align_corners),
         axis=-1, output_type=tf.int32)
     for i in range(int(tf.shape(labels)[0])):
