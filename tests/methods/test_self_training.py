@@ -10,8 +10,9 @@ from absl import flags
 
 from tests.helpers import training as helpers
 from tfdaseg import methods
+from tfdaseg.data.augment import PSEUDO_VALID
 from tfdaseg.methods import mean_teacher, self_training
-from tfdaseg.methods.base import StepContext
+from tfdaseg.methods.base import TARGET, StepContext
 from tfdaseg.models import outputs
 from tfdaseg.models.output_conventions import upsample_bilinear
 from tfdaseg.training import config as train_config
@@ -147,6 +148,17 @@ def test_pseudo_labels_are_the_teachers_argmax_with_ignored_rows():
   # 64 rows at 512 are 4 rows at 32; threshold 0: every other pixel is confident.
   np.testing.assert_array_equal(weights[:, :4], 0)
   np.testing.assert_array_equal(weights[:, 4:], 1)
+
+
+def test_pseudo_label_weights_are_zero_in_the_target_streams_margin_mask():
+  method = methods.build("dacs", num_classes=helpers.NUM_CLASSES, pseudo_threshold=0.0)
+  ctx = dacs_context(helpers.stream_arrays(count=2))
+  valid = np.ones([2, 32, 32], np.float32)
+  valid[0, :3], valid[0, -5:], valid[0, :, :2] = 0, 0, 0  # HRDA's margins, on image 0 only
+  ctx.batch[TARGET][PSEUDO_VALID] = tf.constant(valid)
+  _, weights = mean_teacher.teacher_pseudo_labels(ctx, method.config)
+  # Threshold 0: every pixel is confident, so the weights are the mask.
+  np.testing.assert_array_equal(weights.numpy(), valid)
 
 
 @pytest.mark.parametrize("method", ["adaptsegnet", "dacs"])

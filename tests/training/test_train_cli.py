@@ -170,7 +170,8 @@ def test_hrda_dacs_trains_and_evaluates_with_sliding_windows(tfrecords, tmp_path
       "--model=daformer_mit_b0", "--init_weights=", "--rare_class_sampling=false", mit,
       '--hrda_options={"detail_crop": 32, "attention_embed_dim": 8}', "--input_size=64,64",
       "--input_size_target=64,64", '--source_augment={"crop_size": [64, 64]}',
-      '--target_augment={"crop_size": [64, 64]}', "--num_steps_stop=2", "--image_summary_every=0")
+      '--target_augment={"crop_size": [64, 64], "pseudo_margins": [2, 16, 4, 4]}',
+      "--num_steps_stop=2", "--image_summary_every=0")
   generator, _ = restore_generator(model_dir)
   assert {"detail_logits", "detail_box"} <= set(generator.output)
   assert generator.get_layer("hrda_detail_windows").random_crop

@@ -2,7 +2,9 @@
 
 Off by default: the AdaptSegNet reference trains without augmentation. Every random draw comes
 from a per-example seed, so a seeded pipeline augments identically on every run. The crop can
-re-draw like DAFormer's (`cat_max_ratio`), its candidates split from the same seed.
+re-draw like DAFormer's (`cat_max_ratio`), its candidates split from the same seed. A target
+stream can carry HRDA's pseudo-label margins (`pseudo_margins`): a mask drawn on the whole image
+and cropped and flipped with it, so a margin only counts where the crop reaches the image's edge.
 """
 
 import dataclasses
@@ -27,6 +29,11 @@ class AugmentConfig:
     cat_max_ratio: Re-draw the crop while one label covers at least this share of its
       labelled pixels (DAFormer's RandomCrop, see `choose_crop_seed`); None draws once. Counted
       on the storage ids, which for GTA5 and SYNTHIA are the reference's train ids.
+    pseudo_margins: (top, bottom, left, right) pixels of the stream's image, before scaling and
+      cropping, whose pseudo-labels weigh 0 (HRDA's crop_pseudo_margins, [30, 240, 30, 30] on
+      2048x1024 Cityscapes in configs/hrda/gtaHR2csHR_hrda.py); the example gains a
+      PSEUDO_VALID mask. None: no mask. Padding outside the image is masked too (our choice;
+      HRDA's crops never pad).
   """
 
   min_scale: float = 1.0
@@ -34,6 +41,7 @@ class AugmentConfig:
   crop_size: tuple[int, int] | None = None
   hflip: bool = False
   cat_max_ratio: float | None = None
+  pseudo_margins: tuple[int, int, int, int] | None = None
 
   def __post_init__(self):
     if not 0 < self.min_scale <= self.max_scale:
@@ -44,6 +52,11 @@ class AugmentConfig:
     if self.cat_max_ratio is not None and not 0 < self.cat_max_ratio < 1:
       raise ValueError(f"augment cat_max_ratio must satisfy 0 < cat_max_ratio < 1 (None: no "
                        f"re-draw), got {self.cat_max_ratio}")
+    if self.pseudo_margins is not None and (
+        len(self.pseudo_margins) != 4 or
+        not all(isinstance(m, int) and m >= 0 for m in self.pseudo_margins)):
+      raise ValueError(f"augment pseudo_margins must be 4 pixel counts >= 0 (top, bottom, left, "
+                       f"right), got {self.pseudo_margins}")
 
   @classmethod
   def from_value(cls, value: "AugmentConfig | Mapping[str, Any] | None") -> "AugmentConfig | None":
@@ -55,13 +68,36 @@ class AugmentConfig:
       raise ValueError(f"unknown augment options {sorted(unknown)}; known: "
                        f"{[f.name for f in dataclasses.fields(cls)]}")
     fields = dict(value)
-    if fields.get("crop_size") is not None:
-      fields["crop_size"] = tuple(fields["crop_size"])
+    for key in ("crop_size", "pseudo_margins"):
+      if fields.get(key) is not None:
+        fields[key] = tuple(fields[key])
     return cls(**fields)
 
 
 # lhoyer/DAFormer mmseg/datasets/pipelines/transforms.py RandomCrop.__call__: `for _ in range(10)`.
 CAT_MAX_RATIO_CHECKS = 10
+# The example key of the pseudo-label margin mask: float32 [H, W], 1 where pseudo-labels count.
+PSEUDO_VALID = "pseudo_valid"
+
+
+def pseudo_margin_mask(height: int, width: int,
+                       margins: tuple[int, int, int, int]) -> tf.Tensor:
+  """HRDA's valid_pseudo_mask (lhoyer/HRDA mmseg/datasets/cityscapes.py `pre_pipeline`).
+
+  Args:
+    height: Image rows.
+    width: Image columns.
+    margins: (top, bottom, left, right) pixels set to 0.
+
+  Returns:
+    float32 [height, width, 1]: 0 in the margins, 1 elsewhere.
+  """
+  top, bottom, left, right = margins
+  rows, cols = tf.range(height), tf.range(width)
+  keep_rows = (rows >= top) & (rows < height - bottom)
+  keep_cols = (cols >= left) & (cols < width - right)
+  keep = keep_rows[:, tf.newaxis] & keep_cols[tf.newaxis, :]
+  return tf.cast(keep, tf.float32)[..., tf.newaxis]
 
 
 def crop_is_balanced(label: tf.Tensor, cat_max_ratio: float) -> tf.Tensor:
@@ -146,6 +182,27 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
   Returns:
     (image, label) with the crop size (or the input size) as static shape.
   """
+  image, label, _ = augment_with_pseudo_mask(image, label, seed, config)
+  return image, label
+
+
+def augment_with_pseudo_mask(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
+                             config: AugmentConfig
+                             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+  """`augment`, also moving the `pseudo_margin_mask` of `config.pseudo_margins` with the pixels.
+
+  Args:
+    image: float32 [H, W, 3], already mean-subtracted.
+    label: uint8 [H, W, 1] storage ids.
+    seed: int [2] stateless seed for this example.
+    config: What to apply.
+
+  Returns:
+    (image, label, mask): the mask float32 [h, w] at the output size, or None without margins.
+  """
+  mask = None
+  if config.pseudo_margins is not None:
+    mask = pseudo_margin_mask(tf.shape(image)[0], tf.shape(image)[1], config.pseudo_margins)
   scale_seed, crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
   height, width = image.shape[0], image.shape[1]
@@ -157,16 +214,23 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
     size = tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, size, method="bilinear")
     label = tf.image.resize(label, size, method="nearest")
+    if mask is not None:
+      mask = tf.image.resize(mask, size, method="nearest")
   # Pad to at least the crop, with values that read as "mean colour" and "ignore".
   pad_h = tf.maximum(height - size[0], 0)
   pad_w = tf.maximum(width - size[1], 0)
   image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
   label = tf.pad(tf.cast(label, tf.int32) - labels.IGNORE_ID, [[0, pad_h], [0, pad_w], [0, 0]])
   label = label + labels.IGNORE_ID
+  channels = [image, tf.cast(label, tf.float32)]
+  if mask is not None:
+    channels.append(tf.pad(mask, [[0, pad_h], [0, pad_w], [0, 0]]))
   if config.cat_max_ratio is not None:
     crop_seed = choose_crop_seed(label, (height, width), crop_seed, config.cat_max_ratio)
-  stacked = tf.concat([image, tf.cast(label, tf.float32)], axis=-1)
-  stacked = tf.image.stateless_random_crop(stacked, [height, width, 4], crop_seed)
+  stacked = tf.concat(channels, axis=-1)
+  stacked = tf.image.stateless_random_crop(stacked, [height, width, len(channels) + 2], crop_seed)
   if config.hflip:
     stacked = tf.image.stateless_random_flip_left_right(stacked, flip_seed)
-  return stacked[..., :3], tf.cast(stacked[..., 3:], tf.uint8)
+  if mask is not None:
+    mask = stacked[..., 4]
+  return stacked[..., :3], tf.cast(stacked[..., 3:4], tf.uint8), mask

@@ -7,7 +7,8 @@ class-set remap). Around it, `make_dataset` lists and shards files, checks each 
 count while reading it, interleaves reads, shuffles, batches and prefetches.
 
 Batches are {"image": float32 [B, H, W, 3] BGR minus mean, "label": int32 [B, H, W] class ids
-(255 ignore), "filename": string [B]}.
+(255 ignore), "filename": string [B]}, plus "pseudo_valid": float32 [B, H, W] with pseudo-label
+margins (`AugmentConfig.pseudo_margins`).
 """
 
 import dataclasses
@@ -126,15 +127,19 @@ class Parser:
   def finish(self, prepared: Mapping[str, tf.Tensor],
              seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """The random half on a `prepare` output: augmentation, then the class-set remap."""
-    image, label = prepared["image"], prepared["label"]
+    image, label, pseudo_valid = prepared["image"], prepared["label"], None
     if self.augment is not None:
-      image, label = augment_lib.augment(image, label, seed, self.augment)
+      image, label, pseudo_valid = augment_lib.augment_with_pseudo_mask(image, label, seed,
+                                                                        self.augment)
     table = tf.constant(self.class_set.storage_to_class_table(), tf.int32)
-    return {
+    example = {
         "image": image,
         "label": tf.gather(table, tf.cast(label[..., 0], tf.int32)),
         "filename": prepared["filename"],
     }
+    if pseudo_valid is not None:
+      example[augment_lib.PSEUDO_VALID] = pseudo_valid
+    return example
 
 
 def _filename(serialized: tf.Tensor) -> tf.Tensor:

@@ -11,6 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfdaseg.data.augment import PSEUDO_VALID
 from tfdaseg.methods import augmentations, self_training
 from tfdaseg.methods.base import (GENERATOR, TARGET, MethodConfig, Objective, StepContext,
                                   Weight, segmentation_objective)
@@ -94,7 +95,8 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
   Logits upsampled to the image size (DACS trainUDA.py:418 `interp`; DAFormer's `encode_decode`
   without aligned corners: `ctx.conventions`), softmax argmax, the
   quality weight broadcast over the pixels, the ignored rows at weight 0 (DAFormer
-  dacs.py:264-286). Memoised: DACS and MIC share them.
+  dacs.py:264-286), and, where the target stream has pseudo-label margins, the margin mask
+  (HRDA dacs.py: `pseudo_weight *= valid_pseudo_mask`). Memoised: DACS and MIC share them.
 
   Args:
     ctx: The step.
@@ -113,6 +115,8 @@ def teacher_pseudo_labels(ctx: StepContext, config: PseudoLabelConfig,
                                            config.quality_scope)
     weights = self_training.ignore_rows(weights, config.pseudo_ignore_top,
                                         config.pseudo_ignore_bottom)
+    if PSEUDO_VALID in ctx.batch[TARGET]:
+      weights = weights * ctx.batch[TARGET][PSEUDO_VALID]
     return labels, weights
   return ctx.memo(("pseudo_labels", teacher), compute)
 
