@@ -171,13 +171,8 @@ def choose_crop_seed(label: tf.Tensor, crop_hw: tuple[int, int], crop_seed: tf.T
 
 def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
             config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
-  """Augments one preprocessed example.
-
-  Args:
-    image: float32 [H, W, 3], already mean-subtracted.
-    label: uint8 [H, W, 1] storage ids.
-    seed: int [2] stateless seed for this example.
-    config: What to apply.
+  """Augments one preprocessed example: `augment_with_pseudo_mask`, whose arguments it takes,
+  without the mask.
 
   Returns:
     (image, label) with the crop size (or the input size) as static shape.
@@ -198,7 +193,8 @@ def augment_with_pseudo_mask(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor
     config: What to apply.
 
   Returns:
-    (image, label, mask): the mask float32 [h, w] at the output size, or None without margins.
+    (image, label, mask) with the crop size (or the input size) as static shape; the mask
+    float32 [h, w], or None without margins.
   """
   mask = None
   if config.pseudo_margins is not None:
