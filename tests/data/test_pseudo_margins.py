@@ -1,4 +1,4 @@
-"""HRDA's pseudo-label margins: a mask drawn on the whole image that moves with the crop and flip."""
+"""HRDA's pseudo-label margins: a mask drawn on the whole image, moved with the crop and flip."""
 
 import numpy as np
 import pytest

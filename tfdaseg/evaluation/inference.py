@@ -173,8 +173,7 @@ def predict_probabilities(forward: Forward, images: tf.Tensor, options: Inferenc
         logits = tf.reverse(logits, axis=[2])
       if channels is not None:
         logits = tf.gather(logits, list(channels), axis=-1)
-      probabilities = tf.nn.softmax(upsample_bilinear(tf.cast(logits, tf.float32), output_size,
-                                                    options.align_corners))
+      probabilities = tf.nn.softmax(upsample_bilinear(logits, output_size, options.align_corners))
       total = probabilities if total is None else total + probabilities
   passes = len(options.scales) * (2 if options.flip else 1)
   return total / passes if passes > 1 else total

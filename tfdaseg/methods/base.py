@@ -22,7 +22,8 @@ import tensorflow as tf
 from tfdaseg.methods import losses
 from tfdaseg.models import outputs as keys
 from tfdaseg.models.dropout import without_training_randomness
-from tfdaseg.models.output_conventions import OutputConventions, output_conventions, upsample_bilinear
+from tfdaseg.models.output_conventions import (OutputConventions, output_conventions,
+                                               upsample_bilinear)
 from tfdaseg.utils.config_fields import field
 
 SOURCE = "source"
@@ -378,8 +379,7 @@ class StepContext:
     """
     def compute():
       size = tf.shape(self.batch[stream]["image"])[1:3]
-      return upsample_bilinear(self.outputs(stream)[key], size,
-                                      self.conventions.align_corners)
+      return upsample_bilinear(self.outputs(stream)[key], size, self.conventions.align_corners)
     return self.memo(("upsampled", stream, key), compute)
 
   def probabilities(self, stream: str, key: str = keys.LOGITS) -> tf.Tensor:

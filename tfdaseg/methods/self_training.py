@@ -12,6 +12,8 @@ seg/mmseg/models/uda/masking_consistency_module.py, seg/mmseg/models/utils/maski
 
 import tensorflow as tf
 
+from tfdaseg.data.augment import pseudo_margin_mask
+
 _ALG = "philox"
 # The height DAFormer's ignored pseudo-label rows (15 top, 120 bottom) are given at: its 512x512
 # crops (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py:30-31).
@@ -83,10 +85,9 @@ def ignore_rows(weights: tf.Tensor, top: int, bottom: int) -> tf.Tensor:
     float32 [B, H, W].
   """
   height = weights.shape[1]
-  top, bottom = scaled_rows(top, height), scaled_rows(bottom, height)
-  rows = tf.range(height)
-  keep = (rows >= top) & (rows < height - bottom)
-  return weights * tf.cast(keep, weights.dtype)[tf.newaxis, :, tf.newaxis]
+  margins = (scaled_rows(top, height), scaled_rows(bottom, height), 0, 0)
+  keep = pseudo_margin_mask(height, tf.shape(weights)[2], margins)[..., 0]
+  return weights * tf.cast(keep, weights.dtype)[tf.newaxis]
 
 
 def _class_slots(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
