@@ -18,7 +18,7 @@ $(STAMP): $(PY) setup.py requirements.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 demo: $(STAMP)
 	$(PY) tools/run_demo.py
