@@ -11,13 +11,14 @@ and spread over the seeds) and `<root>/semi_supervised.png` (bars), and prints o
 Every run shares configs/demo/semi_supervised.cfg; `--steps`, `--input_size`, `--base_width`,
 `--batch_size` and the data sizes shrink it. The full run (the demo's sizes; hours on 2 CPU
 cores):
-  python bench/semi_supervised.py --root=bench_out/semi_supervised_full
+  python bench/semi_supervised.py --root=bench_out/semi_supervised_full --jobs=2
 A reduced run (the one reported with issue 13, ~3 min per run on 2 busy CPU cores):
   python bench/semi_supervised.py --seeds=0,1 --steps=40 --input_size=64,32 --base_width=8 \
       --batch_size=4 --num_source=300 --num_target_train=100 --num_target_val=60 \
       --data_size=128x64 --train_flags=--summary_every=0
 """
 
+import concurrent.futures
 import io
 import json
 import os
@@ -51,14 +52,20 @@ _NUM_TARGET_VAL = flags.DEFINE_integer("num_target_val", 200, "Target val images
 _DATA_SIZE = flags.DEFINE_string("data_size", "256x128", "Generated image size WxH.")
 _DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Seed of the generated data.")
 _TRAIN_FLAGS = flags.DEFINE_list("train_flags", [], "Extra flags for every training run.")
+_JOBS = flags.DEFINE_integer(
+    "jobs", 1, "Trainings run at once, each with TF_NUM_INTRAOP_THREADS = CPUs // jobs (unless "
+    "set): a run's single-threaded phases (import, tracing, validation) overlap the others' "
+    "steps.", lower_bound=1)
 
 CONFIG = "configs/demo/semi_supervised.cfg"
 # Methods that read no labelled target stream.
 NO_LABELLED_TARGET = {"source_only"}
 
 
-def _run(argv: list[str]) -> None:
+def _run(argv: list[str], threads: int | None = None) -> None:
   env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+  if threads:
+    env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
   result = subprocess.run([sys.executable, *argv], cwd=_REPO, env=env, capture_output=True,
                           text=True, check=False)
   if result.returncode != 0:
@@ -87,8 +94,21 @@ def make_data(root: str) -> dict[str, str]:
 
 
 def train_and_score(model_dir: str, method: str, count: int | None, seed: int,
-                    patterns: dict[str, str]) -> float:
-  """Trains one run (or finds it trained) and returns its target val mIoU at the last step."""
+                    patterns: dict[str, str], threads: int | None = None) -> tuple[float, float]:
+  """Trains one run (or finds it trained); returns its target val mIoU at the last step.
+
+  Args:
+    model_dir: The run's folder, relative to the repository root.
+    method: A `--method`.
+    count: Labelled target images (None: the method reads none).
+    seed: `--random_seed`, which also draws the labelled images.
+    patterns: TFRecord pattern per data flag.
+    threads: TF_NUM_INTRAOP_THREADS of the run (None: TensorFlow's default).
+
+  Returns:
+    (the mIoU, 0..1, of the run's validation at its last step; the run's seconds).
+  """
+  started = time.time()
   argv = ["-m", "tfdaseg.train", f"--flagfile={CONFIG}", f"--model_dir={model_dir}",
           f"--method={method}", f"--random_seed={seed}", f"--num_steps={_STEPS.value}",
           f"--num_steps_stop={_STEPS.value}", f"--save_pred_every={_STEPS.value}",
@@ -99,8 +119,9 @@ def train_and_score(model_dir: str, method: str, count: int | None, seed: int,
           "--image_summary_every=0", *_TRAIN_FLAGS.value]
   if count is not None:
     argv.append(f"--target_labeled_count={count}")
-  _run(argv)
-  return read_json(os.path.join(_REPO, model_dir, "validation.json"))["best"]["miou"]
+  _run(argv, threads)
+  miou = read_json(os.path.join(_REPO, model_dir, "validation.json"))["best"]["miou"]
+  return miou, time.time() - started
 
 
 def summarise(scores: dict[str, list[float]]) -> dict[str, dict]:
@@ -169,19 +190,32 @@ def main(argv: list[str]) -> None:
       list(_METHODS.value)
   patterns = make_data(root)
   print(f"data ready in {time.time() - started:.0f} s", flush=True)
-  scores: dict[str, list[float]] = {}
-  for seed in seeds:
-    for method in methods:
-      for count in ([None] if method in NO_LABELLED_TARGET else counts):
-        key = method if count is None else f"{method}@{count}"
-        run_started = time.time()
-        miou = train_and_score(os.path.join(root, "runs", f"seed{seed}", key), method, count,
-                               seed, patterns)
-        scores.setdefault(key, []).append(miou)
-        print(f"seed {seed} {key}: mIoU {miou * 100:.1f} ({time.time() - run_started:.0f} s)",
-              flush=True)
-        # After every run, so that an interrupted bench leaves the table of the runs so far.
-        rows = report(root, scores, methods, counts, seeds, time.time() - started)
+  runs = [(seed, method, count) for seed in seeds for method in methods
+          for count in ([None] if method in NO_LABELLED_TARGET else counts)]
+  threads = max(1, (os.cpu_count() or 1) // _JOBS.value) if _JOBS.value > 1 else None
+  found: dict[tuple[int, str], float] = {}
+  rows: dict[str, dict] = {}
+  with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
+    futures = {}
+    for seed, method, count in runs:
+      key = method if count is None else f"{method}@{count}"
+      future = pool.submit(train_and_score, os.path.join(root, "runs", f"seed{seed}", key),
+                           method, count, seed, patterns, threads)
+      futures[future] = (seed, key)
+    for future in concurrent.futures.as_completed(futures):
+      seed, key = futures[future]
+      if future.exception() is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise future.exception()
+      found[(seed, key)], seconds = future.result()
+      print(f"seed {seed} {key}: mIoU {found[(seed, key)] * 100:.1f} ({seconds:.0f} s)",
+            flush=True)
+      # After every run, so that an interrupted bench leaves the table of the runs so far; the
+      # seeds' values in seed order whatever order the runs end in.
+      scores = {}
+      for (_, run_key), miou in sorted(found.items()):
+        scores.setdefault(run_key, []).append(miou)
+      rows = report(root, scores, methods, counts, seeds, time.time() - started)
   with open(os.path.join(root, "table.md")) as f:
     print(f.read())
   print(json.dumps({"bench": "semi_supervised", "rows": rows,
