@@ -46,13 +46,18 @@ def test_matches_conv2d_forward_and_backward(dilation, padding):
                                atol=1e-4 * float(np.abs(expected.numpy()).max()))
 
 
-def test_matches_conv2d_in_mixed_bfloat16():
-  plain, dilated = _pair(6, "same", dtype="mixed_bfloat16")
+# float16 runs on TensorFlow's own CPU kernels where the CPU lacks AVX512-FP16 (oneDNN leaves
+# it to them), whose gradients refuse dilation: the layer must take the fallback there.
+@pytest.mark.parametrize("precision,compute", [("mixed_bfloat16", tf.bfloat16),
+                                               ("mixed_float16", tf.float16)])
+def test_matches_conv2d_forward_and_backward_in_mixed_precision(precision, compute):
+  plain, dilated = _pair(6, "same", dtype=precision)
   images = tf.constant(np.random.default_rng(0).normal(size=(2, 12, 12, 7)).astype(np.float32))
-  expected, actual = plain(images), dilated(images)
-  assert actual.dtype == tf.bfloat16
-  np.testing.assert_allclose(tf.cast(actual, tf.float32).numpy(),
-                             tf.cast(expected, tf.float32).numpy(), rtol=0.05, atol=0.05)
+  expected, actual = _value_and_gradients(plain, images), _value_and_gradients(dilated, images)
+  assert actual[0].dtype == compute
+  for want, got in zip(expected, actual):
+    want, got = tf.cast(want, tf.float32).numpy(), tf.cast(got, tf.float32).numpy()
+    np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * float(np.abs(want).max()))
 
 
 def _graph_ops(function, *args) -> set[str]:
