@@ -58,7 +58,10 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
       return super().call(inputs, training=False)
     if len(inputs.shape) == 4:
       return ops.cast(self._fused_training_call(inputs), self.compute_dtype)
-    # As Keras does: statistics in float32 even when the layer computes in (b)float16.
+    # As Keras does: statistics in float32 even when the layer computes in (b)float16. Feeding
+    # the bfloat16 activation to FusedBatchNormV3 directly (float32 statistics inside, no casts)
+    # made the bf16 AdaptSegNet step slower on oneDNN: s/step ratios 0.94, 0.89, 0.65
+    # (bench/compare_checkouts.py, AMD EPYC with AVX512-BF16, 2 cores).
     return ops.cast(self._training_call(ops.cast(inputs, "float32")), self.compute_dtype)
 
   def _fused_training_call(self, x):
