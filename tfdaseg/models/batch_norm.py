@@ -56,13 +56,16 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
   def call(self, inputs, training=None):
     if not training:
       return super().call(inputs, training=False)
-    if len(inputs.shape) == 4:
-      return ops.cast(self._fused_training_call(inputs), self.compute_dtype)
     # As Keras does: statistics in float32 even when the layer computes in (b)float16. Feeding
     # the bfloat16 activation to FusedBatchNormV3 directly (float32 statistics inside, no casts)
     # made the bf16 AdaptSegNet step slower on oneDNN: s/step ratios 0.94, 0.89, 0.65
     # (bench/compare_checkouts.py, AMD EPYC with AVX512-BF16, 2 cores).
-    return ops.cast(self._training_call(ops.cast(inputs, "float32")), self.compute_dtype)
+    x = ops.cast(inputs, "float32")
+    if len(x.shape) == 4:
+      outputs = self._fused_training_call(x)
+    else:
+      outputs = self._training_call(x)
+    return ops.cast(outputs, self.compute_dtype)
 
   def _fused_training_call(self, x):
     # One FusedBatchNormV3 (forward and its gradient kernel) instead of Keras' moments and
@@ -71,9 +74,6 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
     # exponential_avg_factor below 1 it normalises with the biased batch variance and returns
     # running statistics moved towards the Bessel-corrected one: torch's update. The raw op
     # keeps epsilon 1e-5 (tf.compat.v1.nn.fused_batch_norm raises it to 1.001e-5 for cuDNN).
-    # A (b)float16 x goes in as it is: the op reduces in float32 (its statistics are float32),
-    # as tf.keras' fused BatchNorm did, which spares two casts of the activation per layer and
-    # direction in mixed precision.
     outputs, running_mean, running_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
         mean=ops.cast(self.moving_mean, "float32"),
