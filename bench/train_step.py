@@ -213,6 +213,13 @@ def main(argv: list[str]) -> None:
     method, precision, xla, replicas, deterministic = _WORKER.value.split(",")
     run_worker(method, precision, xla == "True", int(replicas), deterministic == "True")
     return
+  # Other work on the machine biases the ratio, not only the times: under load the reference's
+  # OpenMP threads lose far more than TensorFlow's pool (on 2 busy cores fp32 read 1.92x, idle
+  # 1.04x, in one session). The load before any worker starts is recorded and warned about.
+  load_at_start = os.getloadavg()[0]
+  if load_at_start > 0.5:
+    logging.warning("load average %.2f before the bench: other work shares the CPUs, and the "
+                    "speedups over the reference will read too high", load_at_start)
   determinism = {"off": (False,), "on": (True,), "both": (False, True)}[_DETERMINISTIC.value]
   if _QUICK.value:
     configs = list(itertools.product(_METHODS.value, _PRECISION_NAMES.value, (False,), (1,),
@@ -241,7 +248,8 @@ def main(argv: list[str]) -> None:
                  {workers[n].name: round(m[-1], 3) for n, m in medians.items()})
   for worker in workers.values():
     worker.close()
-  info = environment()
+  info = {**environment(), "load_average_1m": {"before": round(load_at_start, 2),
+                                                 "after": round(os.getloadavg()[0], 2)}}
   for name, worker in workers.items():
     info[worker.name] = worker.info
   print(json.dumps(info), flush=True)
