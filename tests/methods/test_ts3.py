@@ -35,11 +35,12 @@ def _context(method, label: np.ndarray, maps: np.ndarray) -> StepContext:
   return StepContext(batch, networks, 3, tf.constant(0, tf.int64), tf.constant([0, 0]))
 
 
-@pytest.mark.parametrize("strong_fraction, expected", [
-    (0.5, [[0, 2], [255, 2]]),   # the foreground branch decides object vs background
-    (0.0, [[0, 2], [0, 2]]),     # no strong class: the CAM decides
+# The quality against the label [[0, 2], [2, 2]]: (agreeing / covered, covered / labelled).
+@pytest.mark.parametrize("strong_fraction, expected, quality", [
+    (0.5, [[0, 2], [255, 2]], (1.0, 0.75)),  # the foreground branch decides object vs background
+    (0.0, [[0, 2], [0, 2]], (0.75, 1.0)),    # no strong class: the CAM decides
 ])
-def test_coarse_map_of_a_weak_image(strong_fraction, expected):
+def test_coarse_map_of_a_weak_image(strong_fraction, expected, quality):
   method = methods.build("ts3", num_classes=3, strong_fraction=strong_fraction)
   # Classes: 0 background, 1 strong (at 0.5), 2 weak; the image shows class 2 only.
   label = np.array([[0, 2], [2, 2]], np.int32)
@@ -49,6 +50,7 @@ def test_coarse_map_of_a_weak_image(strong_fraction, expected):
   maps = np.stack([np.zeros((2, 2)), cam1, cam2, foreground], axis=-1)[None]
   ctx = _context(method, label, maps)
   np.testing.assert_array_equal(method.coarse_labels(ctx)[0].numpy(), expected)
+  np.testing.assert_allclose([float(v) for v in method.coarse_map_quality(ctx)], quality)
 
 
 def test_ts3_trains_and_evaluates_through_the_cli(tmp_path):

@@ -178,6 +178,31 @@ class Ts3(Method):
 
   def coarse_labels(self, ctx: StepContext) -> tf.Tensor:
     """int32 [B, H, W]: the L-Net's coarse map of every image (see the module docstring)."""
+    return ctx.memo(("ts3", "coarse"), lambda: self._coarse_labels(ctx))
+
+  def coarse_map_quality(self, ctx: StepContext) -> tuple[tf.Tensor, tf.Tensor]:
+    """The weak images' coarse maps against their pixel labels, which no loss reads.
+
+    A diagnostic (logged as `coarse_agreement` and `coarse_coverage`): the strong/weak split is
+    drawn on pixel-labelled data, so the hidden labels say how good the L-Net's maps are.
+
+    Args:
+      ctx: The step.
+
+    Returns:
+      (agreement: the share of coarse-labelled pixels whose class is the label's; coverage: the
+      share of labelled pixels that got a coarse class), over the batch's weak images (0 if none).
+    """
+    labels = ctx.batch[SOURCE]["label"]
+    coarse = self.coarse_labels(ctx)
+    weak = (1.0 - self._strong_images(ctx))[:, None, None]
+    labelled = tf.cast(labels != IGNORE_ID, tf.float32) * weak
+    covered = labelled * tf.cast(coarse != IGNORE_ID, tf.float32)
+    agreeing = covered * tf.cast(coarse == labels, tf.float32)
+    return (tf.reduce_sum(agreeing) / tf.maximum(tf.reduce_sum(covered), 1.0),
+            tf.reduce_sum(covered) / tf.maximum(tf.reduce_sum(labelled), 1.0))
+
+  def _coarse_labels(self, ctx: StepContext) -> tf.Tensor:
     maps = tf.stop_gradient(self._lnet_maps(ctx))
     present = self._present(ctx) * self._foreground_mask
     cams = tf.nn.relu(maps[..., :self.num_classes])
@@ -211,6 +236,9 @@ class Ts3(Method):
         labels=tf.ones_like(fake), logits=fake), axis=[1, 2, 3])
     objective.add_loss("adv_weak", _masked_mean(looks_real, 1.0 - strong), self.config.lambda_adv)
     objective.add_metric("strong_images", tf.reduce_mean(strong))
+    agreement, coverage = self.coarse_map_quality(ctx)
+    objective.add_metric("coarse_agreement", agreement)
+    objective.add_metric("coarse_coverage", coverage)
     return objective
 
   def _coarse_weight(self, ctx: StepContext) -> tf.Tensor:
