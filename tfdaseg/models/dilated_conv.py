@@ -55,7 +55,6 @@ def _cpu_kernels_have_dilation(dtype: str) -> bool:
 
   with tf.init_scope(), tf.device("CPU:0"):
     try:
-      # Arguments, not constants: grappler would fold a constant graph away.
       probe(tf.ones((1, 5, 5, 1), dtype), tf.ones((3, 3, 1, 1), dtype))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
       return False
