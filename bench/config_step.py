@@ -85,16 +85,21 @@ def random_element(config, size: tuple[int, int], seed: int = 0) -> dict:
     seed: Seed of the draws.
 
   Returns:
-    Stream name -> {"image": float32 [B, H, W, 3] (Caffe scale), "label": int32 [B, H, W]}.
+    Stream name -> {"image": float32 [B, H, W, 3] (Caffe scale), "label": int32 [B, H, W],
+    and the method's stream features}.
   """
+  from tfdaseg.data import pipeline  # pylint: disable=g-import-not-at-top
   width, height = size
   rng = np.random.default_rng(seed)
   classes = config.model_class_set.num_classes
-  return {name: {"image": rng.normal(0, 50, (stream.batch_size, height, width, 3)).astype(
-                     np.float32),
-                 "label": rng.integers(0, classes, (stream.batch_size, height, width)).astype(
-                     np.int32)}
-          for name, stream in config.streams.items()}
+  features = config.build_method().stream_features()
+  batches = {}
+  for name, stream in config.streams.items():
+    image = rng.normal(0, 50, (stream.batch_size, height, width, 3)).astype(np.float32)
+    batches[name] = {"image": image, **pipeline.batch_features(image, features.get(name, ())),
+                     "label": rng.integers(0, classes, (stream.batch_size, height, width)).astype(
+                         np.int32)}
+  return batches
 
 
 def build_step(config, strategy=None):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tests.helpers import training as helpers
 from tfdaseg import methods
-from tfdaseg.data import labels
+from tfdaseg.data import labels, pipeline
 from tfdaseg.evaluation.inference import InferenceOptions
 from tfdaseg.export.serving import build_serving_archive
 from tfdaseg.models import AsppClassifier
@@ -24,13 +24,16 @@ from tfdaseg.training import loop
 
 
 def method_arrays(method: methods.Method, count: int = 4) -> dict[str, dict[str, np.ndarray]]:
-  """Random examples for every stream the method declares (labels where it reads them)."""
+  """Random examples for every stream the method declares (labels where it reads them, and the
+  pipeline features it asks for, computed by the features themselves)."""
   base = helpers.stream_arrays(count=count)
+  features = method.stream_features()
   arrays = {}
   for index, (name, spec) in enumerate(method.streams.items()):
     stream = dict(helpers.stream_arrays(count=count, seed=index)[methods.SOURCE])
     if not spec.labelled:
       stream["label"] = base[methods.TARGET]["label"]
+    stream.update(pipeline.batch_features(stream["image"], features.get(name, ())))
     arrays[name] = stream
   return arrays
 

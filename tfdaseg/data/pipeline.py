@@ -8,11 +8,12 @@ count while reading it, interleaves reads, shuffles, batches and prefetches.
 
 Batches are {"image": float32 [B, H, W, 3] BGR minus mean, "label": int32 [B, H, W] class ids
 (255 ignore), "filename": string [B]}, plus "pseudo_valid": float32 [B, H, W] with pseudo-label
-margins (`AugmentConfig.pseudo_margins`).
+margins (`AugmentConfig.pseudo_margins`) and one entry per `ExampleFeature` of the parser (e.g.
+`tfdaseg.data.superpixels.SlicSuperpixels`).
 """
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -78,6 +79,25 @@ def _hw(size: tuple[int, int] | None) -> tuple[int, int] | None:
   return None if size is None else (int(size[1]), int(size[0]))
 
 
+class ExampleFeature(Protocol):
+  """A tensor derived from a parsed, augmented example, stored under `key` (a method's extra
+  input that is cheaper or only possible in the input pipeline, e.g. superpixels)."""
+
+  key: str
+
+  def __call__(self, example: dict[str, tf.Tensor]) -> tf.Tensor:
+    ...
+
+
+def batch_features(images: np.ndarray | tf.Tensor,
+                   features: Sequence[ExampleFeature]) -> dict[str, np.ndarray]:
+  """The features of a batch of images built outside the pipeline (benches, tests), example by
+  example as the pipeline computes them: key -> [B, ...]."""
+  return {feature.key: np.stack([feature({"image": tf.constant(image)}).numpy()
+                                 for image in np.asarray(images)])
+          for feature in features}
+
+
 @dataclasses.dataclass(frozen=True)
 class Parser:
   """Turns a decoded record into a model input.
@@ -90,6 +110,7 @@ class Parser:
     interpolation: Image resize filter, a key of INTERPOLATIONS (tfdaseg.data.resizing);
       labels are always resized nearest.
     augment: Random scale / crop / flip, or None.
+    features: Derived entries added to every example after augmentation.
   """
 
   class_set: labels.ClassSet
@@ -97,6 +118,7 @@ class Parser:
   label_size: tuple[int, int] | str | None = SAME
   interpolation: str = DEFAULT_INTERPOLATION
   augment: augment_lib.AugmentConfig | None = None
+  features: tuple[ExampleFeature, ...] = ()
 
   def __post_init__(self):
     if self.interpolation not in INTERPOLATIONS:
@@ -126,7 +148,7 @@ class Parser:
 
   def finish(self, prepared: Mapping[str, tf.Tensor],
              seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-    """The random half on a `prepare` output: augmentation, then the class-set remap."""
+    """The random half on a `prepare` output: augmentation, the class-set remap, features."""
     image, label, pseudo_valid = prepared["image"], prepared["label"], None
     if self.augment is not None:
       image, label, pseudo_valid = augment_lib.augment_with_pseudo_mask(image, label, seed,
@@ -139,6 +161,8 @@ class Parser:
     }
     if pseudo_valid is not None:
       example[augment_lib.PSEUDO_VALID] = pseudo_valid
+    for feature in self.features:
+      example[feature.key] = feature(example)
     return example
 
 

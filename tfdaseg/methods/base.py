@@ -433,6 +433,11 @@ class Method:
     """Name -> spec of the networks the method adds (none by default)."""
     return {}
 
+  def stream_features(self) -> dict[str, tuple]:
+    """Stream name -> `tfdaseg.data.pipeline.ExampleFeature`s its examples carry, computed in
+    the input pipeline after augmentation (none by default)."""
+    return {}
+
   def required_outputs(self) -> set[str]:
     """Generator output keys this method reads (checked against the generator at build)."""
     needed = {key for spec in self.networks().values() for key in spec.reads} | {keys.LOGITS}

@@ -8,8 +8,12 @@ text was found):
 - Input: the generator's softmax prediction at stride 8 (the supplement: predictions work
   better than images), detached.
 - One weighting network with three heads on a shared two-conv trunk: pixel (a 1x1 conv),
-  region (a 1x1 conv whose logits are averaged over a fixed `--region_grid` of cells, each cell
-  one score), image (global average pooling, then a dense layer). Each level's sigmoid is trained
+  region (a 1x1 conv whose logits are averaged over each region, one score per region), image
+  (global average pooling, then a dense layer). Regions (`--regions`): a fixed `--region_grid`
+  of cells (the default; no input-pipeline work, XLA-compilable), or SLIC superpixels of the
+  training image (`skimage.segmentation.slic` in the input pipeline,
+  `tfdaseg.data.superpixels`; `--superpixel_segments`, `--superpixel_compactness`), read at the
+  prediction's resolution. Each level's sigmoid is trained
   with BCE to say 0 on source predictions and 1 on labelled-target predictions (each half 1/2).
 - The source pixel weight is the product of the three levels' scores, so it is in [0, 1] and
   high only where every level finds the pixel real; it is held fixed (stop-gradient) and
@@ -18,15 +22,14 @@ text was found):
 - `--weight_maps=shared`: one weight map; `per_class`: one map per class, a pixel weighted (and
   its BCE taken) by its ground-truth class's map (the supplement's per-class variant).
 - Supervised cross-entropy on the labelled target images, unweighted.
-
-Superpixel regions (SLIC) would need the input pipeline to carry segment maps; the fixed grid
-needs none.
 """
 
 import dataclasses
 
 import keras
 import tensorflow as tf
+
+from tfdaseg.data.superpixels import SUPERPIXELS, SlicSuperpixels
 
 from tfdaseg.methods import cells, gan_losses
 from tfdaseg.methods.base import (LABELLED_TARGET, LOGITS, SOURCE, TARGET, Method, MethodConfig,
@@ -39,6 +42,7 @@ from tfdaseg.utils.config_fields import field
 WEIGHTING = "weighting"
 LEVELS = ("pixel", "region", "image")
 WEIGHT_MAPS = ("shared", "per_class")
+REGIONS = ("grid", "superpixels")
 BCE = gan_losses.GAN_LOSSES.get("vanilla")
 
 
@@ -48,15 +52,27 @@ class RegionSelectionConfig(MethodConfig):
 
   Args:
     weight_maps: "shared" (one weight map) or "per_class" (one per class).
+    regions: "grid" (a fixed grid of cells) or "superpixels" (SLIC segments of the image).
     region_grid: Rows, columns of the fixed grid of regions.
+    superpixel_segments: SLIC's approximate number of segments per training image.
+    superpixel_compactness: SLIC's compactness (colour / space balance).
     weighting_hidden: Width of the weighting network's trunk.
     learning_rate_w: The weighting network's Adam rate (poly-decayed).
   """
 
   weight_maps: str = field("shared", "Region selection: one shared weight map or one per class.",
                            choices=WEIGHT_MAPS)
+  regions: str = field("grid", "Region selection: the regions of the region level, a fixed grid "
+                       "(--region_grid) or SLIC superpixels of the training image (computed in "
+                       "the input pipeline).", choices=REGIONS)
   region_grid: tuple[int, ...] = field((4, 4), "Region selection: rows,columns of the fixed grid "
                                        "of regions over the prediction.")
+  superpixel_segments: int = field(64, "Region selection: SLIC's approximate number of "
+                                   "superpixels per training image (--regions=superpixels).",
+                                   minimum=1)
+  superpixel_compactness: float = field(10.0, "Region selection: SLIC's compactness, higher "
+                                        "for squarer superpixels (--regions=superpixels).",
+                                        above=0)
   weighting_hidden: int = field(64, "Region selection: width of the weighting network's trunk.",
                                 minimum=1)
   learning_rate_w: float = field(1e-4, "Region selection: the weighting network's Adam rate "
@@ -89,32 +105,61 @@ def weighting_network(num_classes: int, num_maps: int, hidden: int) -> keras.Mod
   return keras.Model(inputs, outputs, name="weighting_network")
 
 
-def level_logits(outputs: dict[str, tf.Tensor], grid: tuple[int, int]) -> dict[str, tf.Tensor]:
-  """Each level's logits at its own resolution (a region's: the mean over its pixels).
+def grid_region_means(values: tf.Tensor, grid: tuple[int, int]) -> tf.Tensor:
+  """Each pixel's mean of `values` [B, h, w, K] over its cell of a (rows, columns) grid."""
+  return cells.spread(cells.cell_means(values, grid), tf.shape(values)[1:3])
+
+
+def segment_region_means(values: tf.Tensor, segments: tf.Tensor, max_segments: int) -> tf.Tensor:
+  """Each pixel's mean of `values` over its segment.
+
+  Args:
+    values: [B, h, w, K].
+    segments: Integer [B, H, W] segment ids in [0, max_segments), read at [h, w] (nearest).
+    max_segments: The id bound.
+
+  Returns:
+    float32 [B, h, w, K].
+  """
+  values = tf.cast(values, tf.float32)
+  shape = tf.shape(values)
+  segments = tf.image.resize(tf.cast(segments, tf.int32)[..., None], shape[1:3],
+                             method="nearest")[..., 0]
+  # One id range per image, so that a segment never pools two images.
+  ids = segments + tf.range(shape[0])[:, None, None] * max_segments
+  total = shape[0] * max_segments
+  sums = tf.math.unsorted_segment_sum(values, ids, total)
+  counts = tf.math.unsorted_segment_sum(tf.ones_like(values[..., :1]), ids, total)
+  return tf.gather(sums / tf.maximum(counts, 1.0), ids)
+
+
+def level_logits(outputs: dict[str, tf.Tensor], region_means) -> dict[str, tf.Tensor]:
+  """Each level's logits, the regions' spread over their pixels.
 
   Args:
     outputs: The weighting network's outputs.
-    grid: Rows, columns of the regions.
+    region_means: [B, h, w, K] -> each pixel's mean over its region (`grid_region_means`,
+      `segment_region_means`).
 
   Returns:
-    float32 {"pixel": [B, h, w, K], "region": [B, rows, columns, K], "image": [B, 1, 1, K]}.
+    float32 {"pixel": [B, h, w, K], "region": [B, h, w, K] (a region's mean logit on each of
+    its pixels), "image": [B, 1, 1, K]}.
   """
   return {"pixel": tf.cast(outputs["pixel"], tf.float32),
-          "region": cells.cell_means(outputs["region"], grid),
+          "region": region_means(tf.cast(outputs["region"], tf.float32)),
           "image": tf.cast(outputs["image"], tf.float32)[:, None, None, :]}
 
 
 def broadcast_scores(scores: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """A level's scores (or logits) [B, r, c, K] spread over [B, size, K], each region over its
-  pixels (`cells.spread`; an image's one value over all)."""
-  return cells.spread(scores, size)
+  """A level's scores (or logits) [B, h, w, K] or [B, 1, 1, K] at every pixel of [B, size, K]."""
+  shape = tf.shape(scores)
+  return tf.broadcast_to(scores, tf.concat([shape[:1], size, shape[3:]], axis=0))
 
 
 def combined_weights(scores: dict[str, tf.Tensor]) -> tf.Tensor:
   """The product of the levels' scores at the pixel level's resolution: [B, h, w, K] in [0, 1]."""
-  size = tf.shape(scores["pixel"])[1:3]
-  return scores["pixel"] * broadcast_scores(scores["region"], size) * broadcast_scores(
-      scores["image"], size)
+  return scores["pixel"] * scores["region"] * broadcast_scores(
+      scores["image"], tf.shape(scores["pixel"])[1:3])
 
 
 def select_map(maps: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -162,6 +207,20 @@ class RegionSelection(Method):
     if len(config.region_grid) != 2 or min(config.region_grid) < 1:
       raise ValueError(f"--region_grid={','.join(map(str, config.region_grid))}: expected "
                        "rows,columns >= 1")
+    self.superpixels = SlicSuperpixels(config.superpixel_segments,
+                                       config.superpixel_compactness)
+
+  def stream_features(self) -> dict[str, tuple]:
+    if self.config.regions != "superpixels":
+      return {}
+    return {stream: (self.superpixels,) for stream in self.streams}
+
+  def region_means(self, ctx: StepContext, stream: str, values: tf.Tensor) -> tf.Tensor:
+    """Each pixel's mean of `values` [B, h, w, K] over its region of `stream`'s images."""
+    if self.config.regions == "superpixels":
+      return segment_region_means(values, ctx.batch[stream][SUPERPIXELS],
+                                  self.superpixels.max_segments)
+    return grid_region_means(values, tuple(self.config.region_grid))
 
   @property
   def num_maps(self) -> int:
@@ -183,7 +242,7 @@ class RegionSelection(Method):
     """`level_logits` of the weighting network on `stream`'s detached prediction."""
     prediction = tf.stop_gradient(tf.nn.softmax(ctx.outputs(stream)[LOGITS["main"]]))
     outputs = ctx.forward(WEIGHTING, prediction, key=f"weighting:{stream}")
-    return level_logits(outputs, tuple(self.config.region_grid))
+    return level_logits(outputs, lambda values: self.region_means(ctx, stream, values))
 
   def source_weights(self, ctx: StepContext) -> tf.Tensor:
     """The fixed, normalised weight of every source label pixel: [B, H, W]."""

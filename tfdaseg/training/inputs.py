@@ -62,6 +62,7 @@ class StreamConfig:
     aligned_with: The stream it is read in lockstep with (`StreamSpec.aligned_with`), or None.
     rare_class_sampling: Draw it by rare class sampling with these settings (None: read the
       split in shuffled order).
+    features: Entries derived from each example in the pipeline (`Method.stream_features`).
   """
 
   name: str
@@ -76,6 +77,7 @@ class StreamConfig:
   filenames: pipeline.FilenameFilter | None = None
   aligned_with: str | None = None
   rare_class_sampling: RareClassSampling | None = None
+  features: tuple[pipeline.ExampleFeature, ...] = ()
 
   @property
   def output_size(self) -> tuple[int, int]:
@@ -305,6 +307,21 @@ def apply_rare_class_sampling(streams: Mapping[str, StreamConfig],
   return {**streams, SOURCE: dataclasses.replace(source, rare_class_sampling=options)}
 
 
+def apply_stream_features(streams: Mapping[str, StreamConfig],
+                          features: Mapping[str, tuple[pipeline.ExampleFeature, ...]]
+                          ) -> dict[str, StreamConfig]:
+  """The streams with each one's derived features (`Method.stream_features`) set.
+
+  Raises:
+    ValueError: for a feature of a stream the method does not read.
+  """
+  unknown = set(features) - set(streams)
+  if unknown:
+    raise ValueError(f"features of streams the method does not read: {sorted(unknown)}")
+  return {name: dataclasses.replace(stream, features=tuple(features.get(name, ())))
+          for name, stream in streams.items()}
+
+
 def training_dataset_fn(streams: Mapping[str, StreamConfig],
                         interpolation: str = DEFAULT_INTERPOLATION) -> DatasetFn:
   """A `DatasetFn`: every stream at its size and global batch size, zipped; images resized with
@@ -312,7 +329,7 @@ def training_dataset_fn(streams: Mapping[str, StreamConfig],
 
   def parser(stream: StreamConfig) -> pipeline.Parser:
     return pipeline.Parser(stream.class_set, stream.size, pipeline.SAME, interpolation,
-                           stream.augment)
+                           stream.augment, stream.features)
 
   # Each stream that is not aligned with another leads a group: itself and the streams aligned
   # with it, read by one pipeline.

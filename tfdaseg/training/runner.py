@@ -89,6 +89,7 @@ def run(config: TrainConfig) -> loop.TrainResult:
                                   seed=config.loop.random_seed, model_dir=config.model_dir,
                                   write=is_chief(strategy))
   streams = inputs.apply_rare_class_sampling(streams, config.rare_class_sampling)
+  streams = inputs.apply_stream_features(streams, method.stream_features())
   validator = None
   if config.loop.eval_every:
     validator = Validator(
