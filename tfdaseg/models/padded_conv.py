@@ -1,8 +1,10 @@
-"""PyTorch-style convolutions in Keras: explicit symmetric padding, then a "valid" convolution.
+"""PyTorch-style convolutions in Keras: symmetric zero padding of `padding` on every side.
 
 Keras' "same" padding puts the extra row/column at the end for even kernels and strided convs;
-PyTorch pads `padding` on both sides. Padding explicitly makes shapes and numbers match PyTorch
-for every input size.
+PyTorch pads `padding` on both sides. Where "same" pads exactly that (stride 1, odd kernel,
+padding = dilation * (kernel - 1) / 2: every 3x3 conv of DeepLab-v2) the convolution pads
+itself; elsewhere an explicit ZeroPadding2D precedes a "valid" convolution. Shapes and numbers
+match PyTorch for every input size either way.
 """
 
 import keras
@@ -12,13 +14,13 @@ from tfdaseg.models.dilated_conv import DilatedConv2D
 
 def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
                 dilation: int = 1, padding: int = 0, use_bias: bool = False):
-  """A PyTorch-style convolution: explicit symmetric zero padding, then a "valid" Conv2D.
+  """A PyTorch-style convolution: symmetric zero padding, then the convolution.
 
   Args:
     x: Input tensor, NHWC.
     filters: Output channels.
     kernel_size: Square kernel size.
-    name: Layer name (the padding layer gets `name + "_pad"`).
+    name: Layer name (an explicit padding layer gets `name + "_pad"`).
     strides: Stride.
     dilation: Dilation rate.
     padding: Zeros added on every side, as PyTorch's `padding=`.
@@ -27,8 +29,13 @@ def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
   Returns:
     The output tensor.
   """
-  if padding:
-    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
   conv = DilatedConv2D if dilation > 1 else keras.layers.Conv2D
-  return conv(filters, kernel_size, strides=strides, dilation_rate=dilation, padding="valid",
+  mode = "valid"
+  if padding and strides == 1 and kernel_size % 2 and padding == dilation * (kernel_size - 1) // 2:
+    # "same" pads exactly these zeros here, inside the convolution kernel: no Pad op copying
+    # the activation forward and slicing its gradient back.
+    mode = "same"
+  elif padding:
+    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+  return conv(filters, kernel_size, strides=strides, dilation_rate=dilation, padding=mode,
               use_bias=use_bias, kernel_initializer="he_normal", name=name)(x)
