@@ -15,6 +15,12 @@ every side. Reported: per shape, the median over rounds of each side's seconds; 
 total (each shape times its count in the network) per round and side; and the per-round ratios
 torch fp32 / side, their median and spread.
 
+Caveat, measured: the torch side's convolutions alone (one `autograd.grad` per shape) summed to
+1.6-1.9 s per forward + backward at 320x160, more than their share of a whole reference step
+(the torch profiler put convolutions at ~71% of its step, as the TF profiler does for ours), so
+compare the TensorFlow sides with each other and bf16 with bf16; bench/train_step.py's whole-step
+ratio is the one against the reference.
+
 Plain Python with argparse (the torch side runs in a venv without TensorFlow or absl):
   python bench/conv_kernels.py --torch_python=PYTHON [--rounds=3] [--steps=3] [--size=320x160]
       [--sides=torch_fp32,tf_fp32,tf_bf16,torch_bf16] [--threads=2]
