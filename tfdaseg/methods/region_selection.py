@@ -30,7 +30,6 @@ import keras
 import tensorflow as tf
 
 from tfdaseg.data.superpixels import SUPERPIXELS, SlicSuperpixels
-
 from tfdaseg.methods import cells, gan_losses
 from tfdaseg.methods.base import (LABELLED_TARGET, LOGITS, SOURCE, TARGET, Method, MethodConfig,
                                   NetworkContext, NetworkSpec, Objective, OptimizerSpec,
