@@ -39,9 +39,7 @@ Usage: python bench/train_step.py [--quick] [--rounds=3] [--steps=3] [--warmup=2
 import itertools
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -49,7 +47,7 @@ from absl import app, flags, logging
 
 from config_step import (DAFORMER_CONFIG, HRDA_CONFIG, build_step,  # bench/
                          daformer_overrides, hrda_overrides, random_element, train_config)
-from worker_protocol import serve  # bench/, the script's folder
+from worker_protocol import Worker, environment, serve  # bench/, the script's folder
 
 _QUICK = flags.DEFINE_bool("quick", False, "Only fp32 and mixed_bfloat16, XLA off, one device.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
@@ -159,52 +157,6 @@ def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
                 "onednn_custom_ops": onednn_custom_ops_enabled(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
                 "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()})
-
-
-class Worker:
-  """A warm benchmark process speaking the ready / N-steps protocol."""
-
-  def __init__(self, name: str, argv: list[str]):
-    self.name = name
-    logging.info("starting %s: %s", name, " ".join(argv))
-    self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, cwd=os.path.dirname(_HERE))
-    self.info = self._read()
-    logging.info("%s ready: %s", name, self.info)
-
-  def _read(self) -> dict:
-    for line in self.process.stdout:
-      if line.startswith("{"):
-        return json.loads(line)
-    raise RuntimeError(f"benchmark worker {self.name} ended (exit {self.process.wait()})")
-
-  def time_steps(self, steps: int) -> list[float]:
-    self.process.stdin.write(f"{steps}\n")
-    self.process.stdin.flush()
-    return self._read()["times"]
-
-  def close(self) -> None:
-    self.process.stdin.close()
-    self.process.wait()
-
-
-def environment() -> dict:
-  """The machine and settings a ratio was measured on."""
-  cpu, cpu_flags = platform.processor(), set()
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-          cpu = value.strip()
-        elif key.strip() == "flags":
-          cpu_flags = set(value.split())
-  wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-  return {"bench": "environment", "cpu": cpu, "cores": os.cpu_count(),
-          "cpu_flags": [f for f in wanted if f in cpu_flags], "python": platform.python_version(),
-          "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS",
-                                             "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
-                  if k in os.environ}}
 
 
 def main(argv: list[str]) -> None:
