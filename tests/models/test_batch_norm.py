@@ -138,3 +138,28 @@ def test_reference_mode_in_mixed_bfloat16(mixed_bfloat16):
   grads = tape.gradient(loss, model.trainable_variables)
   assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
   assert not any("gamma" in v.path or "beta" in v.path for v in model.trainable_variables)
+
+
+def test_mixed_precision_training_normalises_the_bfloat16_activation_without_casts(
+    mixed_bfloat16):
+  layer, x = _randomised_layer()
+  gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+  old_mean, old_variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+  x16 = tf.cast(x, tf.bfloat16)
+  graph = tf.function(lambda v: layer(v, training=True)).get_concrete_function(x16).graph
+  batch_norms = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+  assert [op.inputs[0].dtype for op in batch_norms] == [tf.bfloat16]
+  assert not [op for op in graph.get_operations() if op.type == "Cast"]
+  layer.moving_mean.assign(old_mean)
+  layer.moving_variance.assign(old_variance)
+  out = layer(x16, training=True)
+  assert out.dtype == tf.bfloat16
+  # Statistics of the bfloat16-rounded input, reduced in float32 (as in float32 mode).
+  rounded = np.array(tf.cast(x16, tf.float32))
+  mean, variance, count = rounded.mean((0, 1, 2)), rounded.var((0, 1, 2)), x.size / x.shape[-1]
+  np.testing.assert_allclose(np.array(tf.cast(out, tf.float32)),
+                             (rounded - mean) / np.sqrt(variance + BN_EPSILON) * gamma + beta,
+                             rtol=1e-2, atol=2e-2)
+  np.testing.assert_allclose(layer.moving_mean, 0.9 * old_mean + 0.1 * mean, rtol=1e-5)
+  np.testing.assert_allclose(layer.moving_variance,
+                             0.9 * old_variance + 0.1 * variance * count / (count - 1), rtol=1e-5)
