@@ -4,7 +4,7 @@ from typing import Sequence
 
 import keras
 
-from tfdaseg.models.dilated_conv import dilated_conv2d
+from tfdaseg.models.stride_one_conv import stride_one_conv2d
 
 # DeepLab-v2 ASPP rates, used by AdaptSegNet / ADVENT for every head.
 DEEPLAB_V2_RATES = (6, 12, 18, 24)
@@ -93,7 +93,7 @@ class AsppClassifier(keras.layers.Layer):
       # that fall wholly in the padding, which at rates 12-24 on a 1/8-scale map are most of
       # them; an explicit Pad makes it multiply those zeros (forward 32 vs 6 ms per rate-12
       # branch at 320x160, oneDNN verbose, bench/onednn_breakdown.py).
-      out = dilated_conv2d(inputs, kernel, rate, padding="same") + bias
+      out = stride_one_conv2d(inputs, kernel, rate, padding="same") + bias
       total = out if total is None else total + out
     return total
 

@@ -9,7 +9,7 @@ match PyTorch for every input size either way.
 
 import keras
 
-from tfdaseg.models.dilated_conv import DilatedConv2D
+from tfdaseg.models.stride_one_conv import StrideOneConv2D
 
 
 def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
@@ -29,7 +29,7 @@ def padded_conv(x, filters: int, kernel_size: int, name: str, strides: int = 1,
   Returns:
     The output tensor.
   """
-  conv = DilatedConv2D if dilation > 1 else keras.layers.Conv2D
+  conv = StrideOneConv2D if strides == 1 else keras.layers.Conv2D
   mode = "valid"
   if padding and strides == 1 and kernel_size % 2 and padding == dilation * (kernel_size - 1) // 2:
     # "same" pads exactly these zeros here, inside the convolution kernel: no Pad op copying

@@ -1,4 +1,4 @@
-"""DilatedConv2D / dilated_conv2d: Conv2D's numbers and gradients, one kernel call with oneDNN."""
+"""StrideOneConv2D / stride_one_conv2d: Conv2D's numbers and gradients on the faster kernel paths."""
 
 import os
 import subprocess
@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
-from tfdaseg.models.dilated_conv import DilatedConv2D, dilated_conv2d
+from tfdaseg.models.stride_one_conv import (DilatedConv2D, StrideOneConv2D, filter_gradient,
+                                            matmul_filter_gradient, stride_one_conv2d)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,7 +28,7 @@ def _value_and_gradients(layer, images):
 def _pair(dilation: int, padding: str, dtype: str = "float32"):
   keras.utils.set_random_seed(1)
   plain = keras.layers.Conv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
-  dilated = DilatedConv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
+  dilated = StrideOneConv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
   plain.build((None, None, None, 7))
   dilated.build((None, None, None, 7))
   dilated.set_weights(plain.get_weights())
@@ -68,7 +69,7 @@ def _graph_ops(function, *args) -> set[str]:
 def test_one_kernel_call_with_onednn():
   spec = tf.TensorSpec((2, 8, 16, 4), tf.float32)
   kernel = tf.zeros((3, 3, 4, 3))
-  ops = _graph_ops(lambda x: dilated_conv2d(x, kernel, 12, "same"), spec)
+  ops = _graph_ops(lambda x: stride_one_conv2d(x, kernel, 12, "same"), spec)
   assert "Conv2D" in ops and "SpaceToBatchND" not in ops
   # Keras' own path reshuffles: what this module avoids.
   assert "SpaceToBatchND" in _graph_ops(
@@ -79,8 +80,8 @@ def test_falls_back_to_space_to_batch_without_onednn():
   # TensorFlow's generic CPU Conv2D has no dilation: the one-kernel path would fail to run.
   script = textwrap.dedent("""
       import numpy as np, tensorflow as tf
-      from tfdaseg.models.dilated_conv import DilatedConv2D
-      layer = DilatedConv2D(3, 3, dilation_rate=6, padding="same")
+      from tfdaseg.models.stride_one_conv import StrideOneConv2D
+      layer = StrideOneConv2D(3, 3, dilation_rate=6, padding="same")
       images = tf.constant(np.ones((1, 8, 8, 2), np.float32))
       with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(images))
@@ -100,10 +101,50 @@ def test_falls_back_to_space_to_batch_without_onednn():
 
 def test_saves_and_loads_as_itself(tmp_path):
   inputs = keras.Input((None, None, 2))
-  model = keras.Model(inputs, DilatedConv2D(3, 3, dilation_rate=2, name="dilated")(inputs))
+  model = keras.Model(inputs, StrideOneConv2D(3, 3, dilation_rate=2, name="dilated")(inputs))
   path = str(tmp_path / "model.keras")
   model.save(path)
   loaded = keras.models.load_model(path)
-  assert isinstance(loaded.get_layer("dilated"), DilatedConv2D)
+  assert isinstance(loaded.get_layer("dilated"), StrideOneConv2D)
   images = np.random.default_rng(0).normal(size=(1, 9, 9, 2)).astype(np.float32)
   np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)
+
+
+def test_loads_files_saved_under_the_earlier_class_name(tmp_path):
+  inputs = keras.Input((None, None, 2))
+  model = keras.Model(inputs, DilatedConv2D(3, 3, dilation_rate=2, name="dilated")(inputs))
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  assert isinstance(keras.models.load_model(path).get_layer("dilated"), StrideOneConv2D)
+
+
+# Odd and even kernels, both paddings, unequal rates: TensorFlow's SAME puts the odd zero after.
+@pytest.mark.parametrize("kernel_size,rates,padding", [
+    ((1, 1), (1, 1), "VALID"), ((3, 3), (1, 1), "SAME"), ((3, 3), (2, 3), "SAME"),
+    ((3, 3), (24, 24), "SAME"), ((2, 4), (1, 2), "SAME"), ((3, 3), (2, 2), "VALID")])
+def test_filter_gradient_is_the_convolution_filter_gradient(kernel_size, rates, padding):
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.normal(size=(2, 9, 13, 4)).astype(np.float32))
+  kernel_shape = (*kernel_size, 4, 5)
+  outputs = tf.nn.conv2d(images, tf.zeros(kernel_shape), 1, padding, dilations=rates)
+  output_gradient = tf.constant(rng.normal(size=outputs.shape).astype(np.float32))
+  expected = tf.compat.v1.nn.conv2d_backprop_filter(
+      images, kernel_shape, output_gradient, [1, 1, 1, 1], padding, dilations=[1, *rates, 1])
+  actual = filter_gradient(images, output_gradient, kernel_size, rates, padding)
+  np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.bfloat16)),
+                    reason="bfloat16 filter gradients keep the convolution kernel on this device")
+def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16):
+  layer = StrideOneConv2D(5, 3, dilation_rate=2, padding="same")
+  layer.build((None, None, None, 7))
+
+  def gradients(images):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.cast(layer(images), tf.float32) ** 2)
+    return tape.gradient(loss, layer.trainable_variables)
+
+  ops = _graph_ops(gradients, tf.TensorSpec((2, 8, 16, 7), tf.float32))
+  assert "MatMul" in ops and "Conv2DBackpropInput" in ops
+  assert "Conv2DBackpropFilter" not in ops
