@@ -4,23 +4,24 @@ On a CPU both frameworks run their convolutions, BatchNorm and layout reorders t
 which prints every primitive's execution time with ONEDNN_VERBOSE=1. This bench runs the steps of
 `bench/train_step.py` (multi-level AdaptSegNet, DeepLab-v2 R101, reference BN mode, batch 1 + 1)
 in its warm workers with that variable set, interleaved over `--rounds`, and splits each side's
-step into: convolution forward, backward-data and backward-weights, reorders, BatchNorm, other
-oneDNN primitives, and the rest (framework ops outside oneDNN, the optimisers, dispatch). The
-convolutions' GFLOP/s come from the problem shapes in the log (nominal FLOPs: taps that fall in
-the padding count).
+step into: convolution forward, backward-data and backward-weights, matmuls (tfdaseg's bfloat16
+filter gradients on CPUs without AMX: tfdaseg/models/stride_one_conv.py), reorders, BatchNorm,
+other oneDNN primitives, and the rest (framework ops outside oneDNN, the optimisers, dispatch).
+GFLOP/s come from the problem shapes in the log (nominal FLOPs: convolution taps that fall in the
+padding count).
 
 The TensorFlow workers run with one inter-op thread (TF_NUM_INTEROP_THREADS=1): with two, two
 primitives share the cores at once and their times overlap, so they would not add up to the
 step. The torch reference runs its ops one at a time anyway.
 
-`ceiling_speedup` (tfdaseg lines): the reference's s/step over tfdaseg's oneDNN convolution time
-per step: the speedup tfdaseg would have if everything but its convolutions took no time. A goal
-above it needs faster convolution kernels, not a leaner step. Verbose logging slows both sides a
+`ceiling_speedup` (tfdaseg lines): the reference's s/step over tfdaseg's convolution and matmul
+time per step: the speedup tfdaseg would have if everything but those kernels took no time. A goal
+above it needs faster kernels, not a leaner step. Verbose logging slows both sides a
 little; the bench's ratios come from `bench/train_step.py`, this one says where the time goes.
 
 Prints progress, then one JSON line per side:
   {"bench": "onednn_breakdown", "side": "tfdaseg fp32", "s_per_step": ...,
-   "ms_per_step": {"conv_forward": ..., ..., "rest": ...}, "conv_gflops": {...}, ...}
+   "ms_per_step": {"conv_forward": ..., ..., "rest": ...}, "gflops": {...}, ...}
 and a table of the same numbers.
 
 Usage: python bench/onednn_breakdown.py [--torch_python=PYTHON] [--precisions=fp32,bf16]
@@ -51,8 +52,9 @@ REFERENCE = "torch reference fp32"
 # oneDNN's convolution propagation kinds -> the row they are reported in.
 CONV_ROWS = {"forward_training": "conv_forward", "forward_inference": "conv_forward",
              "backward_data": "conv_backward_data", "backward_weights": "conv_backward_weights"}
-ROWS = (*dict.fromkeys(CONV_ROWS.values()), "reorder", "batch_normalization", "other_onednn",
-        "rest")
+# The rows whose FLOPs are counted: the step's arithmetic.
+ARITHMETIC_ROWS = (*dict.fromkeys(CONV_ROWS.values()), "matmul")
+ROWS = (*ARITHMETIC_ROWS, "reorder", "batch_normalization", "other_onednn", "rest")
 _SHAPE_FIELD = re.compile(r"([a-z]+)(\d+)")
 
 
@@ -70,6 +72,22 @@ def convolution_flops(problem: str) -> int:
   taps = fields.get("kd", 1) * fields.get("kh", 1) * fields.get("kw", 1)
   pixels = fields.get("od", 1) * fields.get("oh", 1) * fields.get("ow", 1)
   return 2 * fields["mb"] * fields["oc"] * pixels * fields["ic"] // fields.get("g", 1) * taps
+
+
+def matmul_flops(problem: str) -> int:
+  """FLOPs of one oneDNN matmul from its verbose problem descriptor.
+
+  Args:
+    problem: "MxK:KxN", with leading batch dimensions on both sides where batched.
+
+  Returns:
+    2 * (batch * M * K) * N.
+  """
+  source, weights = (side.split("x") for side in problem.split(":")[:2])
+  count = 2 * int(weights[-1])
+  for size in source:
+    count *= int(size)
+  return count
 
 
 class PrimitiveLog:
@@ -93,6 +111,9 @@ class PrimitiveLog:
     if kind == "convolution" and propagation in CONV_ROWS:
       row = CONV_ROWS[propagation]
       self.flops[row] += convolution_flops(fields[-2])
+    elif kind == "matmul":
+      row = kind
+      self.flops[row] += matmul_flops(fields[-2])
     elif kind in ("reorder", "batch_normalization"):
       row = kind
     else:
@@ -102,7 +123,7 @@ class PrimitiveLog:
 
 def summarise(name: str, log: PrimitiveLog, step_seconds: list[float],
               reference_s_per_step: float | None) -> dict:
-  """One side's record: s/step, ms/step per row, convolution GFLOP/s, ceiling speedup."""
+  """One side's record: s/step, ms/step per row, the arithmetic's GFLOP/s, ceiling speedup."""
   steps = len(step_seconds)
   s_per_step = statistics.median(step_seconds)
   ms = {row: log.milliseconds[row] / steps for row in ROWS if row != "rest"}
@@ -110,11 +131,11 @@ def summarise(name: str, log: PrimitiveLog, step_seconds: list[float],
   record = {"bench": "onednn_breakdown", "side": name, "steps": steps,
             "s_per_step": round(s_per_step, 4),
             "ms_per_step": {row: round(value, 1) for row, value in ms.items()},
-            "conv_gflops": {row: round(log.flops[row] / log.milliseconds[row] / 1e6, 1)
-                            for row in set(CONV_ROWS.values()) if log.milliseconds[row]}}
-  conv_seconds = sum(ms[row] for row in set(CONV_ROWS.values())) / 1000
-  if reference_s_per_step is not None and name != REFERENCE and conv_seconds:
-    record["ceiling_speedup"] = round(reference_s_per_step / conv_seconds, 3)
+            "gflops": {row: round(log.flops[row] / log.milliseconds[row] / 1e6, 1)
+                       for row in ARITHMETIC_ROWS if log.milliseconds[row]}}
+  arithmetic_seconds = sum(ms[row] for row in ARITHMETIC_ROWS) / 1000
+  if reference_s_per_step is not None and name != REFERENCE and arithmetic_seconds:
+    record["ceiling_speedup"] = round(reference_s_per_step / arithmetic_seconds, 3)
   return record
 
 
