@@ -3,6 +3,7 @@
 from typing import Sequence
 
 import keras
+from keras import ops
 
 from tfdaseg.models.stride_one_conv import stride_one_conv2d
 
@@ -89,11 +90,12 @@ class AsppClassifier(keras.layers.Layer):
   def call(self, inputs):
     total = None
     for kernel, bias, rate in zip(self.kernels[:self.num_summed], self.biases, self.rates):
-      # padding = rate is "same" for a 3x3 kernel. Inside the convolution the kernel skips taps
-      # that fall wholly in the padding, which at rates 12-24 on a 1/8-scale map are most of
-      # them; an explicit Pad makes it multiply those zeros (forward 32 vs 6 ms per rate-12
-      # branch at 320x160, oneDNN verbose, bench/onednn_breakdown.py).
-      out = stride_one_conv2d(inputs, kernel, rate, padding="same") + bias
+      # The padding is materialised: with it inside the convolution, oneDNN 3.7 computes the
+      # filter gradient of rates >= 12 with its gemm fallback, 4x slower than on the padded map
+      # (2048 -> 19 at 21x41: 42 vs 9 ms), which costs more than the forward pass gains by
+      # skipping the padded taps.
+      padded = ops.pad(inputs, [[0, 0], [rate, rate], [rate, rate], [0, 0]])
+      out = stride_one_conv2d(padded, kernel, rate) + bias
       total = out if total is None else total + out
     return total
 
