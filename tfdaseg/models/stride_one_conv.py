@@ -34,6 +34,12 @@ from keras import ops
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 
+def _lands_on_gpu(inputs) -> bool:
+  """Whether an op on `inputs` runs on a GPU (its device, where set, decides)."""
+  device = getattr(inputs, "device", "") or ""
+  return bool(tf.config.list_logical_devices("GPU")) and "CPU" not in device.upper()
+
+
 def native_dilation(inputs) -> bool:
   """Whether a dilated Conv2D on `inputs` can run as one kernel call.
 
@@ -43,8 +49,7 @@ def native_dilation(inputs) -> bool:
   Returns:
     True where the op lands on a GPU, or with oneDNN on where its kernels take the dtype.
   """
-  device = getattr(inputs, "device", "") or ""
-  if tf.config.list_logical_devices("GPU") and "CPU" not in device.upper():
+  if _lands_on_gpu(inputs):
     return True
   return bool(_pywrap_util_port.IsMklEnabled()) and _cpu_kernels_have_dilation(inputs.dtype.name)
 
@@ -92,9 +97,7 @@ def matmul_filter_gradient(inputs) -> bool:
   Returns:
     True for bfloat16 on a CPU whose oneDNN runs bfloat16 (AVX512-BF16) without AMX.
   """
-  device = getattr(inputs, "device", "") or ""
-  if inputs.dtype != tf.bfloat16 or (tf.config.list_logical_devices("GPU")
-                                     and "CPU" not in device.upper()):
+  if inputs.dtype != tf.bfloat16 or _lands_on_gpu(inputs):
     return False
   flags = _cpu_flags()
   return (bool(_pywrap_util_port.IsMklEnabled()) and "avx512_bf16" in flags
