@@ -6,13 +6,15 @@ per-round ratios s/step(A) / s/step(B) (> 1: B is faster), their median and spre
 whole runs keeps slow drifts of a noisy machine out of the ratio.
 
 Usage (A = the baseline, e.g. a `git worktree add /tmp/base <commit>`):
-  python bench/compare_checkouts.py --a=/tmp/base --b=. [--rounds=3] [--bench_flags=--quick]
+  python bench/compare_checkouts.py --a=/tmp/base --b=. [--rounds=3] \
+      [--bench_flags="--quick --precisions=fp32,bf16"]
 Prints one JSON line per configuration:
   {"bench": "compare_checkouts", "precision": "fp32", ..., "ratios": [...], "ratio_median": ...}
 """
 
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -22,8 +24,10 @@ from absl import app, flags, logging
 _A = flags.DEFINE_string("a", None, "Checkout A (the baseline).", required=True)
 _B = flags.DEFINE_string("b", ".", "Checkout B (the change).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "A-B rounds.")
-_BENCH_FLAGS = flags.DEFINE_list("bench_flags", ["--quick", "--steps=3", "--warmup=1"],
-                                 "Flags of bench/train_step.py for both sides.")
+# A shell-quoted string, not a comma list: the bench's own flags take comma lists.
+_BENCH_FLAGS = flags.DEFINE_string("bench_flags", "--quick --steps=3 --warmup=1",
+                                   "Flags of bench/train_step.py for both sides, as one "
+                                   "shell-quoted string.")
 
 
 def run_side(checkout: str) -> dict[tuple, float]:
@@ -31,7 +35,7 @@ def run_side(checkout: str) -> dict[tuple, float]:
   checkout = os.path.abspath(checkout)
   env = {**os.environ, "PYTHONPATH": checkout}
   result = subprocess.run([sys.executable, os.path.join(checkout, "bench", "train_step.py"),
-                           *_BENCH_FLAGS.value], cwd=checkout, env=env, check=True,
+                           *shlex.split(_BENCH_FLAGS.value)], cwd=checkout, env=env, check=True,
                           stdout=subprocess.PIPE, text=True)
   records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
   return {(r["precision"], r["xla"], r["replicas"], r.get("deterministic", False),

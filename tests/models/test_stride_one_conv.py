@@ -12,7 +12,8 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 from tfdaseg.models.stride_one_conv import (DilatedConv2D, StrideOneConv2D, filter_gradient,
-                                            matmul_filter_gradient, stride_one_conv2d)
+                                            matmul_filter_gradient, onednn_gemm_filter_gradient,
+                                            padded_filter_gradient, stride_one_conv2d)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,10 +26,10 @@ def _value_and_gradients(layer, images):
   return [outputs, *tape.gradient(loss, [images, *layer.trainable_variables])]
 
 
-def _pair(dilation: int, padding: str, dtype: str = "float32"):
+def _pair(dilation: int, padding: str, dtype: str = "float32", kernel_size: int = 3):
   keras.utils.set_random_seed(1)
-  plain = keras.layers.Conv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
-  dilated = StrideOneConv2D(5, 3, dilation_rate=dilation, padding=padding, dtype=dtype)
+  plain = keras.layers.Conv2D(5, kernel_size, dilation_rate=dilation, padding=padding, dtype=dtype)
+  dilated = StrideOneConv2D(5, kernel_size, dilation_rate=dilation, padding=padding, dtype=dtype)
   plain.build((None, None, None, 7))
   dilated.build((None, None, None, 7))
   dilated.set_weights(plain.get_weights())
@@ -36,10 +37,14 @@ def _pair(dilation: int, padding: str, dtype: str = "float32"):
 
 
 # Dilation 24 is larger than the 6x10 map: the padded taps only (DeepLab-v2's ASPP at demo size).
-@pytest.mark.parametrize("dilation,padding", [(2, "valid"), (6, "same"), (24, "same")])
-def test_matches_conv2d_forward_and_backward(dilation, padding):
-  plain, dilated = _pair(dilation, padding)
-  size = (2, 6 + 2 * dilation, 10 + 2 * dilation, 7) if padding == "valid" else (2, 6, 10, 7)
+# 6 and 24 "same" on 6 rows: the padded filter gradient on oneDNN CPUs, 2 "same" oneDNN's own;
+# 1x1: the float32 matmul filter gradient where the CPU takes it.
+@pytest.mark.parametrize("dilation,padding,kernel_size", [
+    (2, "valid", 3), (2, "same", 3), (6, "same", 3), (24, "same", 3), (1, "valid", 1)])
+def test_matches_conv2d_forward_and_backward(dilation, padding, kernel_size):
+  plain, dilated = _pair(dilation, padding, kernel_size=kernel_size)
+  margin = dilation * (kernel_size - 1)
+  size = (2, 6 + margin, 10 + margin, 7) if padding == "valid" else (2, 6, 10, 7)
   images = tf.constant(np.random.default_rng(0).normal(size=size).astype(np.float32))
   for expected, actual in zip(_value_and_gradients(plain, images),
                               _value_and_gradients(dilated, images)):
@@ -122,7 +127,9 @@ def test_loads_files_saved_under_the_earlier_class_name(tmp_path):
 @pytest.mark.parametrize("kernel_size,rates,padding", [
     ((1, 1), (1, 1), "VALID"), ((3, 3), (1, 1), "SAME"), ((3, 3), (2, 3), "SAME"),
     ((3, 3), (24, 24), "SAME"), ((2, 4), (1, 2), "SAME"), ((3, 3), (2, 2), "VALID")])
-def test_filter_gradient_is_the_convolution_filter_gradient(kernel_size, rates, padding):
+@pytest.mark.parametrize("gradient", [filter_gradient, padded_filter_gradient])
+def test_filter_gradient_is_the_convolution_filter_gradient(kernel_size, rates, padding,
+                                                           gradient):
   rng = np.random.default_rng(0)
   images = tf.constant(rng.normal(size=(2, 9, 13, 4)).astype(np.float32))
   kernel_shape = (*kernel_size, 4, 5)
@@ -130,14 +137,12 @@ def test_filter_gradient_is_the_convolution_filter_gradient(kernel_size, rates, 
   output_gradient = tf.constant(rng.normal(size=outputs.shape).astype(np.float32))
   expected = tf.compat.v1.nn.conv2d_backprop_filter(
       images, kernel_shape, output_gradient, [1, 1, 1, 1], padding, dilations=[1, *rates, 1])
-  actual = filter_gradient(images, output_gradient, kernel_size, rates, padding)
+  actual = gradient(images, output_gradient, kernel_size, rates, padding)
   np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.bfloat16)),
-                    reason="bfloat16 filter gradients keep the convolution kernel on this device")
-def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16):
-  layer = StrideOneConv2D(5, 3, dilation_rate=2, padding="same")
+def _filter_gradient_ops(kernel_size: int, dilation: int = 2) -> set[str]:
+  layer = StrideOneConv2D(5, kernel_size, dilation_rate=dilation, padding="same")
   layer.build((None, None, None, 7))
 
   def gradients(images):
@@ -145,6 +150,44 @@ def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16):
       loss = tf.reduce_sum(tf.cast(layer(images), tf.float32) ** 2)
     return tape.gradient(loss, layer.trainable_variables)
 
-  ops = _graph_ops(gradients, tf.TensorSpec((2, 8, 16, 7), tf.float32))
+  return _graph_ops(gradients, tf.TensorSpec((2, 8, 16, 7), tf.float32))
+
+
+@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.bfloat16), (3, 3)),
+                    reason="bfloat16 filter gradients keep the convolution kernel on this device")
+def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16):
+  ops = _filter_gradient_ops(3)
   assert "MatMul" in ops and "Conv2DBackpropInput" in ops
   assert "Conv2DBackpropFilter" not in ops
+
+
+@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.float32), (1, 1)),
+                    reason="float32 filter gradients keep the convolution kernel on this device")
+def test_float32_filter_gradient_is_one_matmul_for_1x1_kernels_only():
+  ops = _filter_gradient_ops(1)
+  assert "MatMul" in ops and "Conv2DBackpropFilter" not in ops
+  # 3x3 im2col matmuls measured slower than oneDNN's float32 kernel.
+  assert not matmul_filter_gradient(tf.zeros((1,), tf.float32), (3, 3))
+  assert "Conv2DBackpropFilter" in _filter_gradient_ops(3)
+
+
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
+def test_onednn_gemm_filter_gradient_where_the_dilated_kernel_is_taller_than_the_map():
+  # ONEDNN_VERBOSE (oneDNN 3.7): x64:gemm:jit for 24 rows at rate 12, jit:avx512_core for 25;
+  # 41 columns at rate 24 stay on the jit kernel.
+  def gemm(shape, rate, padding="same"):
+    return onednn_gemm_filter_gradient(tf.zeros(shape), (3, 3), (rate, rate), padding)
+
+  assert gemm((1, 24, 41, 8), 12) and gemm((1, 21, 41, 8), 24)
+  assert not gemm((1, 25, 41, 8), 12) and not gemm((1, 65, 41, 8), 24)
+  assert not gemm((1, 24, 41, 8), 12, "valid")
+  assert not onednn_gemm_filter_gradient(tf.TensorSpec((1, None, None, 8)), (3, 3), (12, 12),
+                                         "same")
+
+
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
+def test_float32_filter_gradient_pads_only_where_onednn_would_fall_back_to_gemm():
+  # 8 rows: a 3x3 kernel at rate 12 spans 25 rows, at rate 2 five.
+  taller = _filter_gradient_ops(3, dilation=12)
+  assert "Pad" in taller and "Conv2DBackpropFilter" in taller and "MatMul" not in taller
+  assert "Pad" not in _filter_gradient_ops(3, dilation=2)

@@ -1,6 +1,6 @@
 """Stride-1 2-D convolutions on the kernel path this device runs fastest, same numbers as Conv2D.
 
-Two paths, each taken only where it is measured faster:
+Three paths, each taken only where it is measured faster:
 
 * Dilation as one kernel call. `tf.nn.convolution` (what Keras' `Conv2D` and `ops.conv` call) runs
   every dilated convolution as space-to-batch, a convolution, then batch-to-space, because
@@ -12,14 +12,27 @@ Two paths, each taken only where it is measured faster:
   numbers up to float summation order. So does a dtype that oneDNN leaves to TensorFlow's own
   kernels on this CPU (float16 without AVX512-FP16, e.g. on an AMD EPYC with AVX512-BF16: those
   kernels then refuse the dilation).
-* bfloat16 filter gradients as one matmul, on CPUs with AVX512-BF16 but no AMX. There oneDNN 3.7
-  (TensorFlow 2.21) computes bfloat16 backward-weights convolutions with its older `jit_bf16`
-  kernels at about half its bfloat16 forward rate (bench/onednn_breakdown.py: 180 against 390
-  GFLOP/s, a third of the bf16 DeepLab-v2 step). The filter gradient is then computed as the
-  image's im2col columns (one slice per kernel tap) times the output gradient, one bfloat16
-  matmul: 1.1-1.8x faster per layer at DeepLab-v2's shapes. The forward convolution and the
-  input gradient keep oneDNN's kernels. In float32 the matmul measured no faster, and on AMX CPUs
-  or GPUs the convolution kernels are left alone (not measured there).
+* Filter gradients as one matmul, on CPUs running oneDNN where it measured faster than oneDNN
+  3.7's (TensorFlow 2.21) backward-weights kernels:
+  - bfloat16 with AVX512-BF16 and no AMX, every kernel size. oneDNN computes bfloat16
+    backward-weights with its older `jit_bf16` kernels at about half its bfloat16 forward rate
+    (bench/onednn_breakdown.py: 180 against 390 GFLOP/s, a third of the bf16 DeepLab-v2 step); the
+    filter gradient is the image's im2col columns (one slice per kernel tap) times the output
+    gradient, one bfloat16 matmul: 1.1-1.8x faster per layer at DeepLab-v2's shapes.
+  - float32 1x1 kernels with AVX-512: the columns are the input itself, and the matmul took 0.65-0.9
+    of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers (41x81 and 21x41 maps,
+    64-2048 channels; 3x3 kernels measured 0.9-1.5x slower as im2col matmuls, so they keep
+    oneDNN's).
+  The forward convolution and the input gradient keep oneDNN's kernels. On AMX CPUs or GPUs the
+  convolution kernels are left alone (not measured there).
+* Filter gradients on a materialised padding where oneDNN 3.7 would fall back to its gemm kernel:
+  a "same" dilated convolution whose dilated kernel is taller than the map (DeepLab-v2's ASPP
+  rates >= 12 at 1/8 of a 320x160 crop: ONEDNN_VERBOSE shows `x64:gemm:jit` for 24 rows and
+  rate 12, `jit:avx512_core` for 25; the width does not matter). There the filter gradient of
+  2048 -> 19 at 21x41 took 42 ms against 9 ms on the padded map. The forward pass and the input
+  gradient keep the padding inside the kernel, which skips the padded taps: the whole ASPP
+  branch trains 1.9-2.4x faster than on a materialised padding (float32, 21x41, rates 12-24)
+  and 2.3-3.2x at 65x129 (rates 6-24, where no gemm fallback happens).
 
 Only plain convolutions: oneDNN's depthwise backward kernels ignore dilation (their gradients
 differ from space-to-batch's), so depthwise layers keep Keras' path.
@@ -88,20 +101,25 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def matmul_filter_gradient(inputs) -> bool:
+def matmul_filter_gradient(inputs, kernel_size: tuple[int, int]) -> bool:
   """Whether a stride-1 convolution on `inputs` takes its filter gradient as one matmul.
 
   Args:
     inputs: The convolution's input.
+    kernel_size: (kh, kw).
 
   Returns:
-    True for bfloat16 on a CPU whose oneDNN runs bfloat16 (AVX512-BF16) without AMX.
+    True on a CPU running oneDNN without AMX, for bfloat16 with AVX512-BF16 and for float32 1x1
+    kernels with AVX-512.
   """
-  if inputs.dtype != tf.bfloat16 or _lands_on_gpu(inputs):
+  if _lands_on_gpu(inputs) or not _pywrap_util_port.IsMklEnabled():
     return False
   flags = _cpu_flags()
-  return (bool(_pywrap_util_port.IsMklEnabled()) and "avx512_bf16" in flags
-          and "amx_bf16" not in flags)
+  if "amx_bf16" in flags:
+    return False
+  if inputs.dtype == tf.bfloat16:
+    return "avx512_bf16" in flags
+  return inputs.dtype == tf.float32 and tuple(kernel_size) == (1, 1) and "avx512f" in flags
 
 
 def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
@@ -120,9 +138,7 @@ def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
   """
   (kh, kw), (rh, rw) = kernel_size, rates
   if padding == "SAME":
-    rows, cols = rh * (kh - 1), rw * (kw - 1)
-    inputs = tf.pad(inputs, [[0, 0], [rows // 2, rows - rows // 2], [cols // 2, cols - cols // 2],
-                             [0, 0]])
+    inputs = tf.pad(inputs, _same_padding(kernel_size, rates))
   height, width = tf.shape(output_gradient)[1], tf.shape(output_gradient)[2]
   taps = [inputs[:, i * rh:i * rh + height, j * rw:j * rw + width, :]
           for i in range(kh) for j in range(kw)]
@@ -133,14 +149,65 @@ def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
   return tf.reshape(gradient, (kh, kw, channels_in, channels_out))
 
 
-def _conv2d_with_matmul_filter_gradient(inputs, kernel, rates: tuple[int, int], padding: str):
+def padded_filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
+                           rates: tuple[int, int], padding: str):
+  """dLoss/dkernel of a stride-1 convolution, computed by oneDNN on an explicitly padded input.
+
+  Args:
+    inputs: [B, H, W, C_in].
+    output_gradient: [B, H', W', C_out].
+    kernel_size: (kh, kw).
+    rates: Dilation (rows, cols).
+    padding: "VALID" or "SAME" (TensorFlow's: the odd zero goes after).
+
+  Returns:
+    [kh, kw, C_in, C_out], in the inputs' dtype.
+  """
+  if padding == "SAME":
+    inputs = tf.pad(inputs, _same_padding(kernel_size, rates))
+  return tf.raw_ops.Conv2DBackpropFilter(
+      input=inputs, filter_sizes=[*kernel_size, inputs.shape[-1], output_gradient.shape[-1]],
+      out_backprop=output_gradient, strides=[1, 1, 1, 1], padding="VALID",
+      dilations=[1, *rates, 1])
+
+
+def onednn_gemm_filter_gradient(inputs, kernel_size: tuple[int, int], rates: tuple[int, int],
+                                padding: str) -> bool:
+  """Whether oneDNN 3.7 would take this convolution's filter gradient with its gemm fallback.
+
+  Args:
+    inputs: The convolution's input (its static height decides; unknown: False).
+    kernel_size: (kh, kw).
+    rates: Dilation (rows, cols).
+    padding: "valid" or "same".
+
+  Returns:
+    True on a CPU running oneDNN for "same" padding and a dilated kernel taller than the map.
+  """
+  height = inputs.shape[1]
+  if (padding.upper() != "SAME" or height is None or _lands_on_gpu(inputs)
+      or not _pywrap_util_port.IsMklEnabled()):
+    return False
+  return (kernel_size[0] - 1) * rates[0] + 1 > height
+
+
+def _same_padding(kernel_size: tuple[int, int], rates: tuple[int, int]) -> list[list[int]]:
+  """TensorFlow's "same" padding of a stride-1 convolution, NHWC (the odd zero goes after)."""
+  rows, cols = (rate * (size - 1) for size, rate in zip(kernel_size, rates))
+  return [[0, 0], [rows // 2, rows - rows // 2], [cols // 2, cols - cols // 2], [0, 0]]
+
+
+def _conv2d_with_filter_gradient(inputs, kernel, rates: tuple[int, int], padding: str,
+                                 kernel_gradient):
+  """tf.nn.conv2d whose filter gradient is `kernel_gradient` (`filter_gradient`'s signature)."""
+
   @tf.custom_gradient
   def conv(x, w):
     def gradient(dy):
       dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
                                           strides=[1, 1, 1, 1], padding=padding,
                                           dilations=[1, *rates, 1])
-      return dx, filter_gradient(x, dy, tuple(w.shape[:2]), rates, padding)
+      return dx, kernel_gradient(x, dy, tuple(w.shape[:2]), rates, padding)
     return tf.nn.conv2d(x, w, strides=1, padding=padding, dilations=rates), gradient
   return conv(inputs, kernel)
 
@@ -159,11 +226,15 @@ def stride_one_conv2d(inputs, kernel, dilation_rate: int | tuple[int, int] = 1,
     [B, H', W', C_out].
   """
   rates = (dilation_rate,) * 2 if isinstance(dilation_rate, int) else tuple(dilation_rate)
-  if matmul_filter_gradient(inputs):
-    return _conv2d_with_matmul_filter_gradient(inputs, ops.cast(kernel, inputs.dtype), rates,
-                                               padding.upper())
+  kernel_size = tuple(kernel.shape[:2])
+  if matmul_filter_gradient(inputs, kernel_size):
+    return _conv2d_with_filter_gradient(inputs, ops.cast(kernel, inputs.dtype), rates,
+                                        padding.upper(), filter_gradient)
   if rates == (1, 1) or not native_dilation(inputs):
     return ops.conv(inputs, kernel, strides=1, padding=padding, dilation_rate=rates)
+  if onednn_gemm_filter_gradient(inputs, kernel_size, rates, padding):
+    return _conv2d_with_filter_gradient(inputs, ops.cast(kernel, inputs.dtype), rates,
+                                        padding.upper(), padded_filter_gradient)
   return tf.nn.conv2d(inputs, ops.cast(kernel, inputs.dtype), strides=1, padding=padding.upper(),
                       dilations=rates)
 
