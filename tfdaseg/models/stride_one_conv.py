@@ -123,8 +123,27 @@ def matmul_filter_gradient(inputs, kernel_size: tuple[int, int]) -> bool:
   return inputs.dtype == tf.float32 and tuple(kernel_size) == (1, 1) and "avx512f" in flags
 
 
+def _same_padding(kernel_size: tuple[int, int], rates: tuple[int, int]) -> list[list[int]]:
+  """TensorFlow's "same" padding of a stride-1 convolution, NHWC (the odd zero goes after)."""
+  rows, cols = (rate * (size - 1) for size, rate in zip(kernel_size, rates))
+  return [[0, 0], [rows // 2, rows - rows // 2], [cols // 2, cols - cols // 2], [0, 0]]
+
+
+def _pads_same(gradient):
+  """Lets a filter gradient written for "VALID" take TensorFlow's "SAME" by padding its input."""
+
+  @functools.wraps(gradient)
+  def padded(inputs, output_gradient, kernel_size: tuple[int, int], rates: tuple[int, int],
+             padding: str):
+    if padding == "SAME":
+      inputs = tf.pad(inputs, _same_padding(kernel_size, rates))
+    return gradient(inputs, output_gradient, kernel_size, rates)
+  return padded
+
+
+@_pads_same
 def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
-                    rates: tuple[int, int], padding: str):
+                    rates: tuple[int, int]):
   """dLoss/dkernel of a stride-1 convolution: im2col columns of `inputs` times the output gradient.
 
   Args:
@@ -132,14 +151,12 @@ def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
     output_gradient: [B, H', W', C_out].
     kernel_size: (kh, kw).
     rates: Dilation (rows, cols).
-    padding: "VALID" or "SAME" (TensorFlow's: the odd zero goes after).
+    padding: "VALID" or "SAME" (TensorFlow's: the odd zero goes after; `_pads_same` pads).
 
   Returns:
     [kh, kw, C_in, C_out], in the inputs' dtype.
   """
   (kh, kw), (rh, rw) = kernel_size, rates
-  if padding == "SAME":
-    inputs = tf.pad(inputs, _same_padding(kernel_size, rates))
   height, width = tf.shape(output_gradient)[1], tf.shape(output_gradient)[2]
   taps = [inputs[:, i * rh:i * rh + height, j * rw:j * rw + width, :]
           for i in range(kh) for j in range(kw)]
@@ -150,22 +167,11 @@ def filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
   return tf.reshape(gradient, (kh, kw, channels_in, channels_out))
 
 
+@_pads_same
 def padded_filter_gradient(inputs, output_gradient, kernel_size: tuple[int, int],
-                           rates: tuple[int, int], padding: str):
-  """dLoss/dkernel of a stride-1 convolution, computed by oneDNN on an explicitly padded input.
-
-  Args:
-    inputs: [B, H, W, C_in].
-    output_gradient: [B, H', W', C_out].
-    kernel_size: (kh, kw).
-    rates: Dilation (rows, cols).
-    padding: "VALID" or "SAME" (TensorFlow's: the odd zero goes after).
-
-  Returns:
-    [kh, kw, C_in, C_out], in the inputs' dtype.
-  """
-  if padding == "SAME":
-    inputs = tf.pad(inputs, _same_padding(kernel_size, rates))
+                           rates: tuple[int, int]):
+  """`filter_gradient`'s arguments and result, computed by oneDNN's backward-weights kernel on an
+  explicitly padded input."""
   return tf.raw_ops.Conv2DBackpropFilter(
       input=inputs, filter_sizes=[*kernel_size, inputs.shape[-1], output_gradient.shape[-1]],
       out_backprop=output_gradient, strides=[1, 1, 1, 1], padding="VALID",
@@ -190,12 +196,6 @@ def onednn_gemm_filter_gradient(inputs, kernel_size: tuple[int, int], rates: tup
       or not _pywrap_util_port.IsMklEnabled()):
     return False
   return (kernel_size[0] - 1) * rates[0] + 1 > height
-
-
-def _same_padding(kernel_size: tuple[int, int], rates: tuple[int, int]) -> list[list[int]]:
-  """TensorFlow's "same" padding of a stride-1 convolution, NHWC (the odd zero goes after)."""
-  rows, cols = (rate * (size - 1) for size, rate in zip(kernel_size, rates))
-  return [[0, 0], [rows // 2, rows - rows // 2], [cols // 2, cols - cols // 2], [0, 0]]
 
 
 def _conv2d_with_filter_gradient(inputs, kernel, rates: tuple[int, int], padding: str,
