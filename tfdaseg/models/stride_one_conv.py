@@ -19,7 +19,7 @@ Three paths, each taken only where it is measured faster:
     (bench/onednn_breakdown.py: 180 against 390 GFLOP/s, a third of the bf16 DeepLab-v2 step); the
     filter gradient is the image's im2col columns (one slice per kernel tap) times the output
     gradient, one bfloat16 matmul: 1.1-1.8x faster per layer at DeepLab-v2's shapes.
-  - float32 1x1 kernels with AVX-512: the columns are the input itself, and the matmul took 0.65-0.9
+  - float32 1x1 kernels with AVX-512: the columns are the input itself, and the matmul took 0.6-0.9
     of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers (41x81 and 21x41 maps,
     64-2048 channels; 3x3 kernels measured 0.9-1.5x slower as im2col matmuls, so they keep
     oneDNN's).
