@@ -69,11 +69,6 @@ def _apply(optimizer: keras.optimizers.Optimizer, gradients: Sequence,
     optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
 
-def _tf_variable(variable):
-  # Keras 3 variables wrap the (distributed) tf.Variable that strategy.extended.update needs.
-  return variable.value if isinstance(variable, keras.Variable) else variable
-
-
 def moving_average_update(averages: Sequence, values: Sequence, decay: tf.Tensor) -> None:
   """average <- decay * average + (1 - decay) * value, correct under every strategy.
 
@@ -93,7 +88,8 @@ def moving_average_update(averages: Sequence, values: Sequence, decay: tf.Tensor
     for average, value in pairs:
       strategy.extended.update(average, apply, args=(value,))
 
-  pairs = [(_tf_variable(a), _tf_variable(v)) for a, v in zip(averages, values)]
+  pairs = [(optimizers.tf_variable(a), optimizers.tf_variable(v))
+           for a, v in zip(averages, values)]
   tf.distribute.get_replica_context().merge_call(update, args=(pairs,))
 
 

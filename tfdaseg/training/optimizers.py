@@ -64,9 +64,10 @@ class MultipliedRates(keras.optimizers.Optimizer):
     return config
 
 
-def _resource(variable) -> tf.Tensor:
-  """The resource handle of a Keras or tf variable (in a strategy's update: the local copy's)."""
-  return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+def tf_variable(variable):
+  """The (distributed) tf.Variable a Keras 3 variable wraps, which `strategy.extended.update` and
+  raw resource ops need; a tf.Variable is returned as it is."""
+  return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 @keras.saving.register_keras_serializable(package="tfdaseg")
@@ -121,8 +122,8 @@ class TorchSGD(MultipliedRates):
     # buf = momentum * buf + d; w -= lr * buf in one kernel per variable, where the separate
     # assigns took 7 passes over the weights (56 -> 41 ms per apply to DeepLab-v2 R101, 43M).
     tf.raw_ops.ResourceApplyMomentum(
-        var=_resource(variable), accum=_resource(self.momentums[index]), lr=learning_rate,
-        grad=direction, momentum=ops.cast(self.momentum, variable.dtype))
+        var=tf_variable(variable).handle, accum=tf_variable(self.momentums[index]).handle,
+        lr=learning_rate, grad=direction, momentum=ops.cast(self.momentum, variable.dtype))
 
   def get_config(self) -> dict:
     config = super().get_config()
