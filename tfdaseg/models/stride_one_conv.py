@@ -54,6 +54,11 @@ def _lands_on_gpu(inputs) -> bool:
   return bool(tf.config.list_logical_devices("GPU")) and "CPU" not in device.upper()
 
 
+def _onednn_cpu(inputs) -> bool:
+  """Whether an op on `inputs` runs on the CPU with oneDNN's kernels."""
+  return not _lands_on_gpu(inputs) and bool(_pywrap_util_port.IsMklEnabled())
+
+
 def native_dilation(inputs) -> bool:
   """Whether a dilated Conv2D on `inputs` can run as one kernel call.
 
@@ -113,7 +118,7 @@ def matmul_filter_gradient(inputs, kernel_size: tuple[int, int]) -> bool:
     True on a CPU running oneDNN without AMX, for bfloat16 with AVX512-BF16 and for float32 1x1
     kernels with AVX-512.
   """
-  if _lands_on_gpu(inputs) or not _pywrap_util_port.IsMklEnabled():
+  if not _onednn_cpu(inputs):
     return False
   flags = _cpu_flags()
   if "amx_bf16" in flags:
@@ -192,8 +197,7 @@ def onednn_gemm_filter_gradient(inputs, kernel_size: tuple[int, int], rates: tup
     True on a CPU running oneDNN for "same" padding and a dilated kernel taller than the map.
   """
   height = inputs.shape[1]
-  if (padding.upper() != "SAME" or height is None or _lands_on_gpu(inputs)
-      or not _pywrap_util_port.IsMklEnabled()):
+  if padding.upper() != "SAME" or height is None or not _onednn_cpu(inputs):
     return False
   return (kernel_size[0] - 1) * rates[0] + 1 > height
 
