@@ -11,9 +11,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
+from tfdaseg.models import stride_one_conv
 from tfdaseg.models.stride_one_conv import (DilatedConv2D, StrideOneConv2D, filter_gradient,
-                                            matmul_filter_gradient, onednn_gemm_filter_gradient,
-                                            padded_filter_gradient, stride_one_conv2d)
+                                            live_taps, matmul_filter_gradient,
+                                            onednn_gemm_filter_gradient, padded_filter_gradient,
+                                            stride_one_conv2d)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,11 +38,13 @@ def _pair(dilation: int, padding: str, dtype: str = "float32", kernel_size: int 
   return plain, dilated
 
 
-# Dilation 24 is larger than the 6x10 map: the padded taps only (DeepLab-v2's ASPP at demo size).
-# 6 and 24 "same" on 6 rows: the padded filter gradient on oneDNN CPUs, 2 "same" oneDNN's own;
-# 1x1: the float32 matmul filter gradient where the CPU takes it.
+# "same" on the 6x10 map: dilation 24 reaches it with the centre tap only (DeepLab-v2's ASPP at
+# demo size), 6 with the centre row; 4 with every tap, the 9-row kernel taller than the map: the
+# padded filter gradient on oneDNN CPUs; 2 oneDNN's own; 1x1: the float32 matmul filter gradient
+# where the CPU takes it.
 @pytest.mark.parametrize("dilation,padding,kernel_size", [
-    (2, "valid", 3), (2, "same", 3), (6, "same", 3), (24, "same", 3), (1, "valid", 1)])
+    (2, "valid", 3), (2, "same", 3), (4, "same", 3), (6, "same", 3), (24, "same", 3),
+    (1, "valid", 1)])
 def test_matches_conv2d_forward_and_backward(dilation, padding, kernel_size):
   plain, dilated = _pair(dilation, padding, kernel_size=kernel_size)
   margin = dilation * (kernel_size - 1)
@@ -153,22 +157,76 @@ def _filter_gradient_ops(kernel_size: int, dilation: int = 2) -> set[str]:
   return _graph_ops(gradients, tf.TensorSpec((2, 8, 16, 7), tf.float32))
 
 
-@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.bfloat16), (3, 3)),
-                    reason="bfloat16 filter gradients keep the convolution kernel on this device")
-def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16):
-  ops = _filter_gradient_ops(3)
+_MAP = tf.zeros((2, 8, 16, 7))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_bfloat16_filter_gradient_is_one_matmul_where_it_pays(mixed_bfloat16, kernel_size):
+  if not matmul_filter_gradient(tf.cast(_MAP, tf.bfloat16), (kernel_size,) * 2, (2, 2), "same"):
+    pytest.skip("bfloat16 filter gradients keep the convolution kernel on this device")
+  ops = _filter_gradient_ops(kernel_size)
   assert "MatMul" in ops and "Conv2DBackpropInput" in ops
   assert "Conv2DBackpropFilter" not in ops
 
 
-@pytest.mark.skipif(not matmul_filter_gradient(tf.zeros((1,), tf.float32), (1, 1)),
+@pytest.mark.skipif(not matmul_filter_gradient(_MAP, (1, 1)),
                     reason="float32 filter gradients keep the convolution kernel on this device")
 def test_float32_filter_gradient_is_one_matmul_for_1x1_kernels_only():
   ops = _filter_gradient_ops(1)
   assert "MatMul" in ops and "Conv2DBackpropFilter" not in ops
   # 3x3 im2col matmuls measured slower than oneDNN's float32 kernel.
-  assert not matmul_filter_gradient(tf.zeros((1,), tf.float32), (3, 3))
+  assert not matmul_filter_gradient(_MAP, (3, 3), (2, 2), "same")
   assert "Conv2DBackpropFilter" in _filter_gradient_ops(3)
+
+
+# The rule per CPU (stride_one_conv's docstring has the measurements): 8 rows, rate 12 "same" is
+# oneDNN's gemm fallback.
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
+@pytest.mark.parametrize("flags,dtype,kernel_size,rate,expected", [
+    ({"avx512f", "avx512_bf16"}, tf.bfloat16, 3, 2, True),
+    ({"avx512f", "avx512_bf16"}, tf.bfloat16, 1, 1, True),
+    ({"avx512f"}, tf.bfloat16, 1, 1, False),
+    ({"avx512f", "avx512_bf16", "amx_bf16"}, tf.bfloat16, 1, 1, True),
+    ({"avx512f", "avx512_bf16", "amx_bf16"}, tf.bfloat16, 3, 2, False),
+    ({"avx512f", "avx512_bf16", "amx_bf16"}, tf.bfloat16, 3, 12, True),
+    ({"avx512f", "avx512_bf16", "amx_bf16"}, tf.float32, 1, 1, True),
+    ({"avx512f", "avx512_bf16"}, tf.float32, 1, 1, True),
+    ({"avx512f", "avx512_bf16"}, tf.float32, 3, 12, False),
+    ({"avx2"}, tf.float32, 1, 1, False)])
+def test_matmul_filter_gradient_rule(monkeypatch, flags, dtype, kernel_size, rate, expected):
+  monkeypatch.setattr(stride_one_conv, "_cpu_flags", lambda: frozenset(flags))
+  assert matmul_filter_gradient(tf.cast(_MAP, dtype), (kernel_size,) * 2, (rate, rate),
+                                "same") == expected
+
+
+# (map height, width), kernel, rates, padding -> the rows and columns of taps kept.
+@pytest.mark.parametrize("map_size,kernel_size,rates,padding,rows,cols", [
+    ((21, 41), (3, 3), (24, 24), "same", (1, 2), (0, 3)),   # ASPP rate 24 at 1/8 of 320x160
+    ((21, 41), (3, 3), (18, 18), "same", (0, 3), (0, 3)),   # 18 < 21: every tap reaches in
+    ((6, 10), (3, 3), (24, 24), "SAME", (1, 2), (1, 2)),
+    ((9, 9), (5, 5), (5, 4), "same", (1, 4), (0, 5)),
+    ((6, 10), (3, 3), (24, 24), "valid", (0, 3), (0, 3)),
+    ((None, None), (3, 3), (24, 24), "same", (0, 3), (0, 3)),
+    ((1, 1), (2, 4), (3, 3), "same", (0, 2), (0, 4))])      # even kernels: nothing to centre
+def test_live_taps_keeps_the_taps_that_reach_into_the_map(map_size, kernel_size, rates, padding,
+                                                          rows, cols):
+  kernel = tf.reshape(tf.range(np.prod(kernel_size) * 2.0), (*kernel_size, 1, 2))
+  np.testing.assert_array_equal(live_taps(kernel, map_size, rates, padding),
+                                kernel[rows[0]:rows[1], cols[0]:cols[1]])
+
+
+def test_live_taps_convolution_is_the_whole_kernel_convolution():
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.normal(size=(2, 21, 41, 4)).astype(np.float32))
+  kernel = tf.Variable(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
+  with tf.GradientTape(persistent=True) as tape:
+    cut = stride_one_conv2d(images, kernel, 24, "same")
+    whole = tf.nn.conv2d(images, kernel, 1, "SAME", dilations=24)
+    losses = [tf.reduce_sum(y ** 2) for y in (cut, whole)]
+  np.testing.assert_allclose(cut, whole, rtol=1e-5, atol=1e-4)
+  cut_gradient, whole_gradient = (tape.gradient(loss, kernel) for loss in losses)
+  np.testing.assert_allclose(cut_gradient, whole_gradient, rtol=1e-5, atol=1e-3)
+  assert not np.any(cut_gradient.numpy()[[0, 2]])
 
 
 @pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
@@ -187,7 +245,7 @@ def test_onednn_gemm_filter_gradient_where_the_dilated_kernel_is_taller_than_the
 
 @pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="oneDNN is off in this process")
 def test_float32_filter_gradient_pads_only_where_onednn_would_fall_back_to_gemm():
-  # 8 rows: a 3x3 kernel at rate 12 spans 25 rows, at rate 2 five.
-  taller = _filter_gradient_ops(3, dilation=12)
+  # 8 rows: a 3x3 kernel at rate 6 spans 13 rows, at rate 2 five.
+  taller = _filter_gradient_ops(3, dilation=6)
   assert "Pad" in taller and "Conv2DBackpropFilter" in taller and "MatMul" not in taller
   assert "Pad" not in _filter_gradient_ops(3, dilation=2)

@@ -1,6 +1,6 @@
 """Stride-1 2-D convolutions on the kernel path this device runs fastest, same numbers as Conv2D.
 
-Three paths, each taken only where it is measured faster:
+Four paths, each taken only where it is measured faster or costs nothing:
 
 * Dilation as one kernel call. `tf.nn.convolution` (what Keras' `Conv2D` and `ops.conv` call) runs
   every dilated convolution as space-to-batch, a convolution, then batch-to-space, because
@@ -14,26 +14,40 @@ Three paths, each taken only where it is measured faster:
   kernels then refuse the dilation).
 * Filter gradients as one matmul, on CPUs running oneDNN where it measured faster than oneDNN
   3.7's (TensorFlow 2.21) backward-weights kernels:
-  - bfloat16 with AVX512-BF16 and no AMX, every kernel size. oneDNN computes bfloat16
-    backward-weights with its older `jit_bf16` kernels at about half its bfloat16 forward rate
-    (bench/onednn_breakdown.py: 180 against 390 GFLOP/s, a third of the bf16 DeepLab-v2 step); the
-    filter gradient is the image's im2col columns (one slice per kernel tap) times the output
-    gradient, one bfloat16 matmul: 1.1-1.8x faster per layer at DeepLab-v2's shapes.
+  - bfloat16 with AVX512-BF16 and no AMX (AMD EPYC, Zen 4), every kernel size. oneDNN computes
+    bfloat16 backward-weights with its older `jit_bf16` kernels at about half its bfloat16
+    forward rate (bench/onednn_breakdown.py: 180 against 390 GFLOP/s, a third of the bf16
+    DeepLab-v2 step); the filter gradient is the image's im2col columns (one slice per kernel
+    tap) times the output gradient, one bfloat16 matmul: 1.1-1.8x faster per layer at
+    DeepLab-v2's shapes.
+  - bfloat16 with AMX (Intel Xeon), 1x1 kernels and the gemm fallback below. oneDNN's
+    `brgconv_bwd_w` AMX kernels ran at ~255 GFLOP/s against ~1100 for the forward; the matmul
+    took 0.31-0.57 of their time at DeepLab-v2 R101's 1x1 layers (256 -> 1024 at 21x41: 4.0 ->
+    1.6 ms; 1024 -> 2048: 16.7 -> 5.2 ms), and at the ASPP's 2048 -> 19 with rates 12 and 18 on
+    21 rows 9.2 and 8.8 ms against 19.8 and 28.5 on the padded map. 3x3 layers keep oneDNN's:
+    as im2col matmuls 1.55x slower at 64 channels, 0.87-0.9x at 256 and 512.
   - float32 1x1 kernels with AVX-512: the columns are the input itself, and the matmul took 0.6-0.9
-    of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers (41x81 and 21x41 maps,
-    64-2048 channels; 3x3 kernels measured 0.9-1.5x slower as im2col matmuls, so they keep
-    oneDNN's).
-  The forward convolution and the input gradient keep oneDNN's kernels. On AMX CPUs or GPUs the
-  convolution kernels are left alone (not measured there).
-* Filter gradients on a materialised padding where oneDNN 3.7 would fall back to its gemm kernel:
-  a "same" dilated convolution whose dilated kernel is taller than the map (DeepLab-v2's ASPP
-  rates >= 12 at 1/8 of a 320x160 crop: ONEDNN_VERBOSE shows `x64:gemm:jit` for 24 rows and
-  rate 12, `jit:avx512_core` for 25; the width does not matter). There the filter gradient of
-  2048 -> 19 at 21x41 took 42 ms against 9 ms on the padded map. The forward pass and the input
+    of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers on the AMD EPYC (41x81
+    and 21x41 maps, 64-2048 channels), 0.75-0.96 on the Intel Xeon; 3x3 kernels measured
+    0.9-1.5x slower as im2col matmuls, so they keep oneDNN's.
+  The forward convolution and the input gradient keep oneDNN's kernels. On GPUs the convolution
+  kernels are left alone (not measured there).
+* float32 filter gradients on a materialised padding where oneDNN 3.7 would fall back to its gemm
+  kernel: a "same" dilated convolution whose dilated kernel is taller than the map (DeepLab-v2's
+  ASPP rates 12 and 18 at 1/8 of a 320x160 crop; rate 24 keeps its centre row there, see
+  `live_taps` below. ONEDNN_VERBOSE shows `x64:gemm:jit` for 24 rows and rate 12,
+  `jit:avx512_core` for 25; the width does not matter). There the filter gradient of 2048 -> 19
+  at 21x41 took 42 ms against 9 ms on the padded map. The forward pass and the input
   gradient keep the padding inside the kernel, which skips the padded taps: in DeepLab-v2's
   generator at 512x1024 (65x129 maps, ASPP rates 6 and 12, no gemm fallback) the ASPP's oneDNN
   primitives took 551 instead of 964 ms per forward + backward in float32, 291 instead of 345 ms
   in bfloat16 (ONEDNN_VERBOSE; the 2048-channel forward alone 4.7x faster in float32).
+* Only the taps that reach into the map, on every device: a "same" convolution whose dilation puts
+  a row (column) of taps at least the map's height (width) from every pixel reads padding there,
+  for the forward pass and both gradients; `live_taps` cuts those taps from the kernel (exact:
+  their products and gradient are zeros). DeepLab-v2's ASPP at rate 24 on the 21x41 map of a
+  320x160 crop keeps its centre row: 2048 -> 19 filter gradient 43.2 -> 2.5 ms and forward 9.3
+  -> 1.3 ms in bfloat16 (Intel Xeon, AMX), 11.6 -> 2.8 and 1.7 -> 1.55 ms in float32.
 
 Only plain convolutions: oneDNN's depthwise backward kernels ignore dilation (their gradients
 differ from space-to-batch's), so depthwise layers keep Keras' path.
@@ -107,25 +121,60 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def matmul_filter_gradient(inputs, kernel_size: tuple[int, int]) -> bool:
+def matmul_filter_gradient(inputs, kernel_size: tuple[int, int], rates: tuple[int, int] = (1, 1),
+                           padding: str = "valid") -> bool:
   """Whether a stride-1 convolution on `inputs` takes its filter gradient as one matmul.
 
   Args:
     inputs: The convolution's input.
     kernel_size: (kh, kw).
+    rates: Dilation (rows, cols).
+    padding: "valid" or "same".
 
   Returns:
-    True on a CPU running oneDNN without AMX, for bfloat16 with AVX512-BF16 and for float32 1x1
-    kernels with AVX-512.
+    True on a CPU running oneDNN: for bfloat16 with AVX512-BF16 and no AMX, every kernel; for
+    bfloat16 with AMX, 1x1 kernels and where oneDNN would fall back to gemm
+    (`onednn_gemm_filter_gradient`); for float32 1x1 kernels with AVX-512.
   """
   if not _onednn_cpu(inputs):
     return False
   flags = _cpu_flags()
-  if "amx_bf16" in flags:
-    return False
+  one_by_one = tuple(kernel_size) == (1, 1)
   if inputs.dtype == tf.bfloat16:
+    if "amx_bf16" in flags:
+      return one_by_one or onednn_gemm_filter_gradient(inputs, kernel_size, rates, padding)
     return "avx512_bf16" in flags
-  return inputs.dtype == tf.float32 and tuple(kernel_size) == (1, 1) and "avx512f" in flags
+  return inputs.dtype == tf.float32 and one_by_one and "avx512f" in flags
+
+
+def live_taps(kernel, map_size: tuple[int | None, int | None], rates: tuple[int, int],
+              padding: str):
+  """The centred part of a "same" convolution's kernel whose taps reach into the map.
+
+  A tap of an odd kernel sits (i - (k - 1) / 2) * rate rows (columns) from its output pixel; where
+  that is at least the map's height (width), it reads padding at every pixel: its products and
+  its gradient are zeros. The taps left, with "same" padding, give the same output; the gradient
+  of the slice gives the whole kernel's gradient (zeros for the cut taps).
+
+  Args:
+    kernel: [kh, kw, C_in, C_out].
+    map_size: The input's static (height, width); None where unknown (nothing is cut there).
+    rates: Dilation (rows, cols).
+    padding: "valid" (nothing is cut) or "same".
+
+  Returns:
+    `kernel` itself, or its slice of live taps.
+  """
+  if padding.upper() != "SAME":
+    return kernel
+  window = []
+  for size, extent, rate in zip(kernel.shape[:2], map_size, rates):
+    centre = (size - 1) // 2
+    reach = centre if extent is None or size % 2 == 0 else min(centre, (extent - 1) // rate)
+    window.append(slice(centre - reach, size - centre + reach))
+  if all(part.stop - part.start == size for part, size in zip(window, kernel.shape[:2])):
+    return kernel
+  return kernel[window[0], window[1]]
 
 
 def _same_padding(kernel_size: tuple[int, int], rates: tuple[int, int]) -> list[list[int]]:
@@ -231,8 +280,9 @@ def stride_one_conv2d(inputs, kernel, dilation_rate: int | tuple[int, int] = 1,
     [B, H', W', C_out].
   """
   rates = (dilation_rate,) * 2 if isinstance(dilation_rate, int) else tuple(dilation_rate)
+  kernel = live_taps(kernel, tuple(inputs.shape[1:3]), rates, padding)
   kernel_size = tuple(kernel.shape[:2])
-  if matmul_filter_gradient(inputs, kernel_size):
+  if matmul_filter_gradient(inputs, kernel_size, rates, padding):
     return _conv2d_with_filter_gradient(inputs, ops.cast(kernel, inputs.dtype), rates,
                                         padding.upper(), filter_gradient)
   if rates == (1, 1) or not native_dilation(inputs):
