@@ -26,10 +26,12 @@ Four paths, each taken only where it is measured faster or costs nothing:
     1.6 ms; 1024 -> 2048: 16.7 -> 5.2 ms), and at the ASPP's 2048 -> 19 with rates 12 and 18 on
     21 rows 9.2 and 8.8 ms against 19.8 and 28.5 on the padded map. 3x3 layers keep oneDNN's:
     as im2col matmuls 1.55x slower at 64 channels, 0.87-0.9x at 256 and 512.
-  - float32 1x1 kernels with AVX-512: the columns are the input itself, and the matmul took 0.6-0.9
-    of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers on the AMD EPYC (41x81
-    and 21x41 maps, 64-2048 channels), 0.75-0.96 on the Intel Xeon; 3x3 kernels measured
-    0.9-1.5x slower as im2col matmuls, so they keep oneDNN's.
+  - float32 1x1 kernels with AVX-512 and no AMX: the columns are the input itself, and the
+    matmul took 0.6-0.9 of the backward-weights kernel's time at DeepLab-v2 R101's 1x1 layers on
+    the AMD EPYC (41x81 and 21x41 maps, 64-2048 channels); 3x3 kernels measured 0.9-1.5x slower
+    as im2col matmuls, so they keep oneDNN's. On the Intel Xeon (AMX) the matmuls gained nothing
+    in the step (ONEDNN_VERBOSE: 326 ms of sgemm against 321 ms of `jit_1x1` backward-weights
+    per step), so its float32 kernels are left alone.
   The forward convolution and the input gradient keep oneDNN's kernels. On GPUs the convolution
   kernels are left alone (not measured there).
 * float32 filter gradients on a materialised padding where oneDNN 3.7 would fall back to its gemm
@@ -132,17 +134,18 @@ def matmul_filter_gradient(inputs, kernel_size: tuple[int, int], rates: tuple[in
     padding: "valid" or "same".
 
   Returns:
-    True on a CPU running oneDNN: for bfloat16 with AVX512-BF16 and no AMX, every kernel; for
-    bfloat16 with AMX, 1x1 kernels and where oneDNN would fall back to gemm
-    (`onednn_gemm_filter_gradient`); for float32 1x1 kernels with AVX-512.
+    True on a CPU running oneDNN: with AMX, for bfloat16 1x1 kernels and where oneDNN would fall
+    back to gemm (`onednn_gemm_filter_gradient`); without AMX, for bfloat16 with AVX512-BF16
+    (every kernel) and for float32 1x1 kernels with AVX-512.
   """
   if not _onednn_cpu(inputs):
     return False
   flags = _cpu_flags()
   one_by_one = tuple(kernel_size) == (1, 1)
+  if "amx_bf16" in flags:
+    return inputs.dtype == tf.bfloat16 and (
+        one_by_one or onednn_gemm_filter_gradient(inputs, kernel_size, rates, padding))
   if inputs.dtype == tf.bfloat16:
-    if "amx_bf16" in flags:
-      return one_by_one or onednn_gemm_filter_gradient(inputs, kernel_size, rates, padding)
     return "avx512_bf16" in flags
   return inputs.dtype == tf.float32 and one_by_one and "avx512f" in flags
 
