@@ -4,9 +4,10 @@ On a CPU both frameworks run their convolutions, BatchNorm and layout reorders t
 which prints every primitive's execution time with ONEDNN_VERBOSE=1. This bench runs the steps of
 `bench/train_step.py` (multi-level AdaptSegNet, DeepLab-v2 R101, reference BN mode, batch 1 + 1)
 in its warm workers with that variable set, interleaved over `--rounds`, and splits each side's
-step into: convolution forward, backward-data and backward-weights, matmuls (tfdaseg's bfloat16
-filter gradients on CPUs without AMX: tfdaseg/models/stride_one_conv.py), reorders, BatchNorm,
-other oneDNN primitives, and the rest (framework ops outside oneDNN, the optimisers, dispatch).
+step into: convolution forward, backward-data and backward-weights, matmuls (the filter
+gradients that tfdaseg/models/stride_one_conv.py takes as matmuls; float32 ones print as oneDNN's
+sgemm API, `gemm_api`), reorders, BatchNorm, other oneDNN primitives, and the rest (framework
+ops outside oneDNN, the optimisers, dispatch).
 GFLOP/s come from the problem shapes in the log (nominal FLOPs: convolution taps that fall in the
 padding count).
 
@@ -52,6 +53,8 @@ REFERENCE = "torch reference fp32"
 # oneDNN's convolution propagation kinds -> the row they are reported in.
 CONV_ROWS = {"forward_training": "conv_forward", "forward_inference": "conv_forward",
              "backward_data": "conv_backward_data", "backward_weights": "conv_backward_weights"}
+# The matmul primitive, and the sgemm API that TensorFlow 2.21's float32 MatMul calls.
+MATMUL_KINDS = ("matmul", "gemm_api")
 # The rows whose FLOPs are counted: the step's arithmetic.
 ARITHMETIC_ROWS = (*dict.fromkeys(CONV_ROWS.values()), "matmul")
 ROWS = (*ARITHMETIC_ROWS, "reorder", "batch_normalization", "other_onednn", "rest")
@@ -111,8 +114,8 @@ class PrimitiveLog:
     if kind == "convolution" and propagation in CONV_ROWS:
       row = CONV_ROWS[propagation]
       self.flops[row] += convolution_flops(fields[-2])
-    elif kind == "matmul":
-      row = kind
+    elif kind in MATMUL_KINDS:
+      row = "matmul"
       self.flops[row] += matmul_flops(fields[-2])
     elif kind in ("reorder", "batch_normalization"):
       row = kind

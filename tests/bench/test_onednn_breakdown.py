@@ -32,6 +32,8 @@ TF_LINES = [
     "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,"
     "src:bf16::blocked:ba::f0 wei:bf16::blocked:ab::f0 dst:bf16::blocked:ab::f0,"
     "attr-scratchpad:user,,2304x861:861x256,1.5",
+    "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_f32::blocked:ba:f0 "
+    "wei_f32::blocked:ab:f0 dst_f32::blocked:ab:f0,,,256x861:861x1024,2.5",
     "I0000 00:00:1 port.cc:153] oneDNN custom operations are on.",
 ]
 TORCH_LINES = [
@@ -69,7 +71,7 @@ def test_matmul_flops_multiply_the_batch_rows_depth_and_columns():
 def test_only_executions_are_counted_each_in_its_row():
   log = _log(TF_LINES + TORCH_LINES)
   assert log.milliseconds == {"conv_forward": 4.0, "conv_backward_weights": 3.0,
-                              "conv_backward_data": 2.0, "matmul": 1.5, "reorder": 0.5,
+                              "conv_backward_data": 2.0, "matmul": 4.0, "reorder": 0.5,
                               "batch_normalization": 0.25, "other_onednn": 1.0}
   # The cache-miss creation line adds neither time nor FLOPs to the forward row.
   assert log.flops["conv_forward"] == 2 * 256 * 21 * 41 * 256 * 9
@@ -77,21 +79,23 @@ def test_only_executions_are_counted_each_in_its_row():
 
 def test_summary_splits_the_step_and_bounds_the_speedup_by_the_arithmetic():
   log = _log(TF_LINES)
-  # Two steps of 20 ms: 9.25 ms of oneDNN per 2 steps, the rest outside it.
+  # Two steps of 20 ms: 11.75 ms of oneDNN per 2 steps, the rest outside it; the sgemm API's
+  # line counts as a matmul.
   record = summarise("tfdaseg bf16", log, [0.02, 0.02], reference_s_per_step=0.035)
   assert record["ms_per_step"] == {"conv_forward": 2.0, "conv_backward_data": 0.0,
-                                   "conv_backward_weights": 1.5, "matmul": 0.8, "reorder": 0.2,
+                                   "conv_backward_weights": 1.5, "matmul": 2.0, "reorder": 0.2,
                                    "batch_normalization": 0.1, "other_onednn": 0.0,
-                                   "rest": 15.4}
-  # 0.035 s of reference step over 4.25 ms of convolutions and matmuls per step.
-  assert record["ceiling_speedup"] == pytest.approx(0.035 / 0.00425, abs=1e-3)
+                                   "rest": 14.1}
+  # 0.035 s of reference step over 5.5 ms of convolutions and matmuls per step.
+  assert record["ceiling_speedup"] == pytest.approx(0.035 / 0.0055, abs=1e-3)
   flops = 2 * 256 * 21 * 41 * 256 * 9
   assert record["gflops"]["conv_forward"] == pytest.approx(flops / 4.0 / 1e6, abs=0.1)
-  assert record["gflops"]["matmul"] == pytest.approx(2 * 2304 * 861 * 256 / 1.5 / 1e6, abs=0.1)
+  assert record["gflops"]["matmul"] == pytest.approx(
+      (2 * 2304 * 861 * 256 + 2 * 256 * 861 * 1024) / 4.0 / 1e6, abs=0.1)
   assert "conv_backward_data" not in record["gflops"]
   reference = summarise(REFERENCE, _log(TORCH_LINES), [0.035], reference_s_per_step=0.035)
   assert "ceiling_speedup" not in reference
   rendered = table([reference, record])
   assert "| conv_forward | 0 | 2 |" in rendered
-  assert "| matmul | 0 | 1 |" in rendered
-  assert "| ceiling speedup |  | 8.235 |" in rendered
+  assert "| matmul | 0 | 2 |" in rendered
+  assert "| ceiling speedup |  | 6.364 |" in rendered
