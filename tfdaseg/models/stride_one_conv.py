@@ -52,8 +52,8 @@ Four paths, each taken only where it is measured faster or costs nothing:
   -> 1.3 ms in bfloat16 (Intel Xeon, AMX), 11.6 -> 2.8 and 1.7 -> 1.55 ms in float32. The whole
   DeepLab-v2 R101 with the four-rate ASPP (`aspp_compat="full"`, ADVENT's), forward + backward,
   8 rounds interleaved in one process: 1.12x (float32) and 1.08x (bfloat16) faster at the
-  demo's 128x64 batch of 8, 1.00 and 1.02 at 320x160 batch 1 (where rates 18 and 24 are cut to
-  a row only on the heads' 21-row map).
+  demo's 128x64 batch of 8 (9x17 maps: rates 12-24 lose taps), 1.00 and 1.02 at 320x160
+  batch 1 (21x41 maps: only rate 24 does).
 
 Only plain convolutions: oneDNN's depthwise backward kernels ignore dilation (their gradients
 differ from space-to-batch's), so depthwise layers keep Keras' path.
