@@ -152,7 +152,10 @@ def run_worker(method_name: str, precision: str, xla: bool, replicas: int,
   first = time.perf_counter() - started
   for _ in range(_WARMUP.value):
     step()
-  serve(step, {**line, "first_step_s": round(first, 2), "tensorflow": tf.__version__,
+  # Which checkout was measured (bench/worker_protocol.py puts the bench's own first).
+  serve(step, {**line, "first_step_s": round(first, 2),
+                "tfdaseg": os.path.dirname(os.path.dirname(models.__file__)),
+                "tensorflow": tf.__version__,
                 "keras": keras.__version__, "numpy": np.__version__,
                 "onednn_custom_ops": onednn_custom_ops_enabled(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

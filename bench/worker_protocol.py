@@ -40,6 +40,9 @@ def serve(step: Callable[[], object], info: dict) -> None:
 class Worker:
   """A warm benchmark process speaking the ready / N-steps protocol, driven from a bench.
 
+  The worker runs from the bench's own checkout and imports its tfdaseg first: a bench started
+  from a `git worktree` measures that worktree, not the checkout `pip install -e` points at.
+
   Args:
     name: Shown in the progress lines.
     argv: The worker's command line (run from the repository's root).
@@ -51,8 +54,11 @@ class Worker:
                on_output: Callable[[str], None] | None = None):
     self.name = name
     logging.info("starting %s: %s", name, " ".join(argv))
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [_REPOSITORY, *filter(None, [environ.get("PYTHONPATH")])])
     self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, cwd=_REPOSITORY, env={**os.environ, **(env or {})})
+                                    text=True, cwd=_REPOSITORY, env=environ)
     self._on_output = None
     self.info = self._read()
     self._on_output = on_output
