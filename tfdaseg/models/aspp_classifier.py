@@ -92,8 +92,9 @@ class AsppClassifier(keras.layers.Layer):
       # PyTorch's padding = rate is "same"'s here. Inside the kernel it skips the padded taps:
       # at 512x1024 the heads' oneDNN primitives took 551 ms per float32 forward + backward
       # against 964 ms on a materialised padding (stride_one_conv's docstring).
-      # Where that would send oneDNN's filter gradient to its gemm fallback (rate >= 12 at the
-      # bench's 320x160), stride_one_conv2d pads for that gradient alone.
+      # Where that would send oneDNN's filter gradient to its gemm fallback (rate 12 at the
+      # bench's 320x160), stride_one_conv2d takes that gradient alone on another path (a padded
+      # copy or a matmul), and it drops taps that only read padding (rate 24 there).
       out = stride_one_conv2d(inputs, kernel, rate, "same") + bias
       total = out if total is None else total + out
     return total
